@@ -1,0 +1,440 @@
+//! The message parser: datagrams (one message, extra octets ignored, RFC
+//! 3261 §18.3) and streams (framed by Content-Length, which is mandatory).
+//!
+//! Parsing validates the start line and the headers every element relies on
+//! (Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length, Contact,
+//! Route, Record-Route, Expires, Date), so that later code can use the typed
+//! getters without re-checking. Anything else is kept as text.
+
+use crate::header::{
+    parse_delta_seconds, CSeq, ContactValue, Header, HeaderName, Headers, NameAddr, Via,
+};
+use crate::message::{Message, Request, Response};
+use crate::syntax::{is_token, split_list};
+use crate::{Method, Uri};
+
+/// Largest message the parser accepts (headers and body together).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// What kind of failure, which decides the response a server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// Not enough bytes yet (streams only).
+    Incomplete,
+    /// Malformed: answer 400 if a response can be formed.
+    BadRequest,
+    /// `SIP/x.y` other than 2.0: answer 505.
+    VersionNotSupported,
+    /// Larger than [`MAX_MESSAGE_SIZE`]: answer 513.
+    TooLarge,
+}
+
+/// A parse failure. For requests whose start line and headers could be read,
+/// `partial` holds them, so that a server can send an error response with
+/// the right Via, From, To, Call-ID and CSeq.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ParseError {
+    pub kind: ParseErrorKind,
+    pub reason: String,
+    pub partial: Option<Box<Request>>,
+}
+
+impl ParseError {
+    fn bad(reason: impl Into<String>) -> ParseError {
+        ParseError {
+            kind: ParseErrorKind::BadRequest,
+            reason: reason.into(),
+            partial: None,
+        }
+    }
+
+    /// The status code a server should answer with, if any.
+    pub fn status_code(&self) -> Option<u16> {
+        match self.kind {
+            ParseErrorKind::Incomplete => None,
+            ParseErrorKind::BadRequest => Some(400),
+            ParseErrorKind::VersionNotSupported => Some(505),
+            ParseErrorKind::TooLarge => Some(513),
+        }
+    }
+}
+
+/// Parses one message from a datagram. Octets after the body that
+/// Content-Length announces are ignored; without Content-Length the body
+/// runs to the end of the datagram.
+pub fn parse_datagram(data: &[u8]) -> Result<Message, ParseError> {
+    if data.len() > MAX_MESSAGE_SIZE {
+        return Err(ParseError {
+            kind: ParseErrorKind::TooLarge,
+            reason: "message too large".into(),
+            partial: None,
+        });
+    }
+    let data = skip_leading_crlf(data);
+    let head_end = find_head_end(data).ok_or_else(|| ParseError::bad("no end of headers"))?;
+    let (start, headers) = parse_head(&data[..head_end.0])?;
+    let rest = &data[head_end.1..];
+    let body = match content_length(&headers) {
+        Ok(Some(n)) if n <= rest.len() => rest[..n].to_vec(),
+        Ok(Some(_)) => {
+            return Err(with_partial(
+                &start,
+                &headers,
+                "Content-Length larger than message",
+            ))
+        }
+        Ok(None) => rest.to_vec(),
+        Err(e) => return Err(with_partial(&start, &headers, e)),
+    };
+    finish(start, headers, body)
+}
+
+/// Parses one message from the front of a stream buffer. Returns the message
+/// and the number of bytes consumed, or an `Incomplete` error when more
+/// bytes are needed. Leading CRLFs (keep-alives) are skipped.
+pub fn parse_stream(data: &[u8]) -> Result<(Message, usize), ParseError> {
+    let skipped = data.len() - skip_leading_crlf(data).len();
+    let buf = &data[skipped..];
+    let incomplete = || ParseError {
+        kind: ParseErrorKind::Incomplete,
+        reason: "incomplete message".into(),
+        partial: None,
+    };
+    let Some(head_end) = find_head_end(buf) else {
+        if buf.len() > MAX_MESSAGE_SIZE {
+            return Err(ParseError {
+                kind: ParseErrorKind::TooLarge,
+                reason: "header section too large".into(),
+                partial: None,
+            });
+        }
+        return Err(incomplete());
+    };
+    let (start, headers) = parse_head(&buf[..head_end.0])?;
+    let n = match content_length(&headers) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return Err(with_partial(
+                &start,
+                &headers,
+                "Content-Length is required on stream transports",
+            ))
+        }
+        Err(e) => return Err(with_partial(&start, &headers, e)),
+    };
+    if head_end.1 + n > MAX_MESSAGE_SIZE {
+        return Err(ParseError {
+            kind: ParseErrorKind::TooLarge,
+            reason: "message too large".into(),
+            partial: None,
+        });
+    }
+    if buf.len() < head_end.1 + n {
+        return Err(incomplete());
+    }
+    let body = buf[head_end.1..head_end.1 + n].to_vec();
+    let msg = finish(start, headers, body)?;
+    Ok((msg, skipped + head_end.1 + n))
+}
+
+/// Number of leading CRLF keep-alive bytes at the front of a stream buffer
+/// (RFC 5626 §3.5.1 double-CRLF ping).
+pub fn leading_crlf_len(data: &[u8]) -> usize {
+    data.len() - skip_leading_crlf(data).len()
+}
+
+fn skip_leading_crlf(mut data: &[u8]) -> &[u8] {
+    while let Some((&b, rest)) = data.split_first() {
+        if b == b'\r' || b == b'\n' {
+            data = rest;
+        } else {
+            break;
+        }
+    }
+    data
+}
+
+/// Returns (end of last header line, start of body). Accepts CRLF CRLF and,
+/// leniently, LF LF.
+fn find_head_end(data: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'\n' {
+            if data.get(i + 1) == Some(&b'\n') {
+                return Some((i, i + 2));
+            }
+            if data.get(i + 1) == Some(&b'\r') && data.get(i + 2) == Some(&b'\n') {
+                return Some((i, i + 3));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+enum StartLine {
+    Request(Method, Uri),
+    Response(u16, String),
+}
+
+fn parse_head(head: &[u8]) -> Result<(StartLine, Headers), ParseError> {
+    let text =
+        std::str::from_utf8(head).map_err(|_| ParseError::bad("header section is not UTF-8"))?;
+    let mut lines = Vec::new();
+    // Split into lines and unfold continuation lines (RFC 3261 §7.3.1).
+    for raw in text.split('\n') {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.contains('\r') {
+            return Err(ParseError::bad("bare CR in header section"));
+        }
+        if line.starts_with([' ', '\t']) {
+            // The start line cannot be continued.
+            if lines.len() < 2 {
+                return Err(ParseError::bad("continuation line without header"));
+            }
+            let prev: &mut String = lines.last_mut().expect("checked above");
+            prev.push(' ');
+            prev.push_str(line.trim_start());
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    let mut iter = lines.into_iter();
+    let start = parse_start_line(&iter.next().unwrap_or_default())?;
+    let mut headers = Headers(Vec::with_capacity(16));
+    for line in iter {
+        if line.is_empty() {
+            continue;
+        }
+        let colon = line
+            .find(':')
+            .ok_or_else(|| ParseError::bad("header line without colon"))?;
+        let name = line[..colon].trim_end_matches([' ', '\t']);
+        if !is_token(name) {
+            return Err(ParseError::bad(format!("invalid header name {name:?}")));
+        }
+        let value = line[colon + 1..].trim_matches([' ', '\t']);
+        let kind = HeaderName::classify(name);
+        if kind.is_list() {
+            let parts = split_list(value)
+                .ok_or_else(|| ParseError::bad(format!("unterminated quoted string in {name}")))?;
+            for part in parts {
+                headers.0.push(Header {
+                    kind,
+                    name: name.to_string(),
+                    value: part.to_string(),
+                });
+            }
+        } else {
+            headers.0.push(Header {
+                kind,
+                name: name.to_string(),
+                value: value.to_string(),
+            });
+        }
+    }
+    Ok((start, headers))
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
+    if let Some(rest) = line.strip_prefix("SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let (version, rest) = rest
+            .split_once(' ')
+            .ok_or_else(|| ParseError::bad("bad status line"))?;
+        check_version(version)?;
+        let (code, reason) = match rest.split_once(' ') {
+            Some((c, r)) => (c, r),
+            None => (rest, ""),
+        };
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError::bad("status code must be three digits"));
+        }
+        let code: u16 = code
+            .parse()
+            .map_err(|_| ParseError::bad("bad status code"))?;
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::bad("status code out of range"));
+        }
+        if reason.bytes().any(|b| b < b' ' && b != b'\t') {
+            return Err(ParseError::bad("control character in reason phrase"));
+        }
+        return Ok(StartLine::Response(code, reason.to_string()));
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces.
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::bad(
+            "request line must be: METHOD SP URI SP SIP/2.0",
+        ));
+    };
+    let method = Method::from_token(method).ok_or_else(|| ParseError::bad("invalid method"))?;
+    let version = version
+        .strip_prefix("SIP/")
+        .ok_or_else(|| ParseError::bad("request line must end with SIP/2.0"))?;
+    let uri = Uri::parse(uri).map_err(|e| ParseError::bad(format!("Request-URI: {e}")))?;
+    if uri.headers.is_some() {
+        return Err(ParseError::bad("Request-URI must not contain headers"));
+    }
+    check_version(version).map_err(|mut e| {
+        e.partial = None;
+        e
+    })?;
+    Ok(StartLine::Request(method, uri))
+}
+
+fn check_version(version: &str) -> Result<(), ParseError> {
+    if version == "2.0" {
+        return Ok(());
+    }
+    let (major, minor) = version
+        .split_once('.')
+        .ok_or_else(|| ParseError::bad("bad SIP version"))?;
+    if major.is_empty()
+        || minor.is_empty()
+        || !major.bytes().all(|b| b.is_ascii_digit())
+        || !minor.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(ParseError::bad("bad SIP version"));
+    }
+    Err(ParseError {
+        kind: ParseErrorKind::VersionNotSupported,
+        reason: format!("SIP version {version} not supported"),
+        partial: None,
+    })
+}
+
+fn content_length(headers: &Headers) -> Result<Option<usize>, &'static str> {
+    let mut value: Option<usize> = None;
+    for v in headers.get_all(HeaderName::ContentLength) {
+        let v = v.trim();
+        if v.is_empty() || v.len() > 9 || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("invalid Content-Length");
+        }
+        let n: usize = v.parse().map_err(|_| "invalid Content-Length")?;
+        if value.is_some_and(|prev| prev != n) {
+            return Err("conflicting Content-Length headers");
+        }
+        value = Some(n);
+    }
+    Ok(value)
+}
+
+fn with_partial(start: &StartLine, headers: &Headers, reason: &str) -> ParseError {
+    let partial = match start {
+        StartLine::Request(m, u) => Some(Box::new(Request {
+            method: m.clone(),
+            uri: u.clone(),
+            headers: headers.clone(),
+            body: Vec::new(),
+        })),
+        StartLine::Response(..) => None,
+    };
+    ParseError {
+        kind: ParseErrorKind::BadRequest,
+        reason: reason.to_string(),
+        partial,
+    }
+}
+
+fn finish(start: StartLine, headers: Headers, body: Vec<u8>) -> Result<Message, ParseError> {
+    let method = match &start {
+        StartLine::Request(m, _) => Some(m),
+        StartLine::Response(..) => None,
+    };
+    if let Err(reason) = validate_headers(&headers, method) {
+        return Err(with_partial(&start, &headers, &reason));
+    }
+    Ok(match start {
+        StartLine::Request(method, uri) => Message::Request(Request {
+            method,
+            uri,
+            headers,
+            body,
+        }),
+        StartLine::Response(code, reason) => Message::Response(Response {
+            code,
+            reason,
+            headers,
+            body,
+        }),
+    })
+}
+
+/// Checks the headers the stack depends on. `method` is the request method
+/// (None for responses).
+fn validate_headers(headers: &Headers, method: Option<&Method>) -> Result<(), String> {
+    let mut seen_via = false;
+    let (mut from, mut to, mut call_id, mut cseq) = (0, 0, 0, 0);
+    for h in headers.iter() {
+        let v = h.value.as_str();
+        match h.kind {
+            HeaderName::Via => {
+                Via::parse(v).map_err(|e| e.to_string())?;
+                seen_via = true;
+            }
+            HeaderName::From | HeaderName::To => {
+                NameAddr::parse(v).map_err(|e| format!("{}: {e}", h.name))?;
+                if h.kind == HeaderName::From {
+                    from += 1
+                } else {
+                    to += 1
+                }
+            }
+            HeaderName::CallId => {
+                if v.is_empty() || v.contains(char::is_whitespace) {
+                    return Err("invalid Call-ID".into());
+                }
+                call_id += 1;
+            }
+            HeaderName::CSeq => {
+                let c = CSeq::parse(v).map_err(|e| e.to_string())?;
+                if let Some(m) = method {
+                    if &c.method != m {
+                        return Err("CSeq method does not match the request method".into());
+                    }
+                }
+                cseq += 1;
+            }
+            HeaderName::MaxForwards => {
+                let n = parse_delta_seconds(v).ok_or("invalid Max-Forwards")?;
+                if n > 255 {
+                    return Err("Max-Forwards above 255".into());
+                }
+            }
+            HeaderName::Contact => {
+                ContactValue::parse(v).map_err(|e| format!("Contact: {e}"))?;
+            }
+            HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => {
+                let na = NameAddr::parse(v).map_err(|e| format!("{}: {e}", h.name))?;
+                if v.trim_start().starts_with(|c: char| c != '<' && c != '"')
+                    && na.display_name.is_none()
+                {
+                    // Route-type headers must use the name-addr form.
+                    if !v.contains('<') {
+                        return Err(format!("{} value must be enclosed in <>", h.name));
+                    }
+                }
+            }
+            HeaderName::Expires | HeaderName::MinExpires => {
+                parse_delta_seconds(v).ok_or_else(|| format!("invalid {}", h.name))?;
+            }
+            HeaderName::Date => {
+                if !v.ends_with(" GMT") {
+                    return Err("Date must be in GMT".into());
+                }
+            }
+            _ => {}
+        }
+    }
+    if !seen_via {
+        return Err("missing Via".into());
+    }
+    if from != 1 || to != 1 || call_id != 1 || cseq != 1 {
+        return Err("From, To, Call-ID and CSeq must each appear exactly once".into());
+    }
+    Ok(())
+}
