@@ -28,10 +28,12 @@ pub mod message;
 pub mod method;
 pub mod parse;
 pub mod syntax;
+pub mod transport;
 pub mod uri;
 
 pub use header::{CSeq, ContactValue, Header, HeaderName, Headers, NameAddr, Via};
 pub use message::{default_reason, Message, Request, Response, SipMessage};
 pub use method::Method;
 pub use parse::{parse_datagram, parse_stream, ParseError, ParseErrorKind, MAX_MESSAGE_SIZE};
+pub use transport::{Peer, TransportKind};
 pub use uri::{Scheme, Uri};
