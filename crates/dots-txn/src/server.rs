@@ -1,0 +1,405 @@
+//! Server transactions: INVITE (RFC 3261 §17.2.1 with the RFC 6026
+//! Accepted state) and non-INVITE (§17.2.2), and request matching (§17.2.3).
+
+use dots_sip::{Method, Peer, Request, Response, SipMessage, Via};
+
+use crate::timers::{Deadlines, Timer};
+use crate::{unindex, Event, Time, TransactionLayer, Transmit, TxnError, TxnId};
+
+/// RFC 3261 branches start with it; others come from RFC 2543 elements.
+const MAGIC_COOKIE: &str = "z9hG4bK";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerState {
+    /// Non-INVITE received, not answered yet.
+    Trying,
+    Proceeding,
+    Completed,
+    Confirmed,
+    /// INVITE answered with 2xx (RFC 6026).
+    Accepted,
+}
+
+impl ServerState {
+    fn name(self) -> &'static str {
+        match self {
+            ServerState::Trying => "Trying",
+            ServerState::Proceeding => "Proceeding",
+            ServerState::Completed => "Completed",
+            ServerState::Confirmed => "Confirmed",
+            ServerState::Accepted => "Accepted",
+        }
+    }
+}
+
+/// RFC 2543 matching (§17.2.3, last paragraphs). The To tag is left out:
+/// the ACK for a non-2xx carries the tag of our response while the INVITE
+/// had none, and within one Call-ID, CSeq and top Via it adds nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct LegacyKey {
+    uri: String,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    via: String,
+    /// INVITE for ACK.
+    method: Method,
+}
+
+#[derive(Debug)]
+enum ServerKey {
+    Branch {
+        branch: String,
+        host: String,
+        port: Option<u16>,
+    },
+    Legacy(LegacyKey),
+}
+
+/// How an incoming request is looked up, borrowing from its top Via.
+enum Lookup<'a> {
+    Branch {
+        branch: &'a str,
+        host: &'a str,
+        port: Option<u16>,
+    },
+    Legacy(LegacyKey),
+}
+
+/// A transaction created by a request of `txn` method is matched by a
+/// request of `req` method.
+fn method_matches(txn: &Method, req: &Method) -> bool {
+    txn == req || (*req == Method::Ack && *txn == Method::Invite)
+}
+
+impl<'a> Lookup<'a> {
+    fn of(request: &Request, via: &'a Via) -> Option<Lookup<'a>> {
+        if let Some(branch) = via.branch().filter(|b| b.starts_with(MAGIC_COOKIE)) {
+            return Some(Lookup::Branch {
+                branch,
+                host: &via.host,
+                port: via.port,
+            });
+        }
+        let cseq = request.cseq()?;
+        let method = if request.method == Method::Ack {
+            Method::Invite
+        } else {
+            request.method.clone()
+        };
+        Some(Lookup::Legacy(LegacyKey {
+            uri: request.uri.to_string(),
+            call_id: request.call_id()?.to_owned(),
+            from_tag: request
+                .from()
+                .and_then(|f| f.tag().map(str::to_owned))
+                .unwrap_or_default(),
+            cseq: cseq.seq,
+            via: via.to_string(),
+            method,
+        }))
+    }
+
+    fn to_key(&self) -> ServerKey {
+        match self {
+            Lookup::Branch { branch, host, port } => ServerKey::Branch {
+                branch: (*branch).to_owned(),
+                host: (*host).to_owned(),
+                port: *port,
+            },
+            Lookup::Legacy(k) => ServerKey::Legacy(k.clone()),
+        }
+    }
+}
+
+pub(crate) struct ServerTxn {
+    invite: bool,
+    state: ServerState,
+    /// The method that created the transaction.
+    method: Method,
+    key: ServerKey,
+    source: Peer,
+    /// The request, for [`TransactionLayer::server_request`]; a non-INVITE
+    /// one is dropped once answered, since nothing needs it any more.
+    request: Option<Request>,
+    /// The last response sent, re-sent on request retransmissions (and by
+    /// Timer G).
+    last: Option<Vec<u8>>,
+    /// Current Timer G interval.
+    interval: Time,
+    pub(crate) deadlines: Deadlines,
+}
+
+impl TransactionLayer {
+    /// A request arrived from the network (already parsed). New request → Event::Request; retransmission →
+    /// absorbed (and the last response re-sent, as §17.2 says); ACK → Completed→Confirmed or Event::Ack.
+    pub fn handle_request(&mut self, now: Time, request: Request, source: Peer) {
+        self.on_request(now, request, source);
+        self.purge_timers();
+    }
+
+    /// The TU answers within a server transaction. Responses go to the transaction's source peer
+    /// (the shell applies Via received/rport; the layer sends to `source` as given, which the caller built from rport).
+    pub fn respond(&mut self, now: Time, id: TxnId, response: Response) -> Result<(), TxnError> {
+        let result = self.server_respond(now, id, response);
+        self.purge_timers();
+        result
+    }
+
+    /// The original request of a server transaction (the proxy needs the INVITE when a CANCEL arrives).
+    /// An INVITE stays available for the whole transaction; a non-INVITE request until its final response.
+    pub fn server_request(&self, id: TxnId) -> Option<&Request> {
+        self.servers.get(&id)?.request.as_ref()
+    }
+
+    fn find_server(&self, lookup: &Lookup<'_>, method: &Method) -> Option<TxnId> {
+        match lookup {
+            Lookup::Branch { branch, host, port } => self
+                .server_branches
+                .get(*branch)?
+                .iter()
+                .copied()
+                .find(|id| {
+                    self.servers.get(id).is_some_and(|t| {
+                        method_matches(&t.method, method)
+                            && matches!(&t.key, ServerKey::Branch { host: h, port: p, .. }
+                                if h == host && p == port)
+                    })
+                }),
+            Lookup::Legacy(key) => {
+                let wanted = if *method == Method::Ack {
+                    &Method::Invite
+                } else {
+                    method
+                };
+                if key.method == *wanted {
+                    self.server_legacy.get(key).copied()
+                } else {
+                    let mut key = key.clone();
+                    key.method = wanted.clone();
+                    self.server_legacy.get(&key).copied()
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Time, request: Request, source: Peer) {
+        // Without a parsable top Via no response could ever be routed back.
+        let Some(via) = request.top_via() else {
+            return;
+        };
+        let Some(lookup) = Lookup::of(&request, &via) else {
+            return;
+        };
+        let found = self.find_server(&lookup, &request.method);
+
+        if request.method == Method::Ack {
+            match found {
+                Some(id) => self.server_ack(now, id, request, source),
+                None => self.events.push_back(Event::Ack { request, source }),
+            }
+            return;
+        }
+        if let Some(id) = found {
+            self.server_retransmission(id);
+            return;
+        }
+
+        let cancels = if request.method == Method::Cancel {
+            self.find_server(&lookup, &Method::Invite)
+        } else {
+            None
+        };
+        let id = self.alloc_id();
+        let invite = request.method == Method::Invite;
+        let key = lookup.to_key();
+        match &key {
+            ServerKey::Branch { branch, .. } => self
+                .server_branches
+                .entry(branch.clone())
+                .or_default()
+                .push(id),
+            ServerKey::Legacy(k) => {
+                self.server_legacy.insert(k.clone(), id);
+            }
+        }
+        self.servers.insert(
+            id,
+            ServerTxn {
+                invite,
+                state: if invite {
+                    ServerState::Proceeding
+                } else {
+                    ServerState::Trying
+                },
+                method: request.method.clone(),
+                key,
+                source,
+                request: Some(request.clone()),
+                last: None,
+                interval: self.config.first_interval(),
+                deadlines: Deadlines::new(),
+            },
+        );
+        self.events.push_back(Event::Request {
+            id,
+            request,
+            source,
+            cancels,
+        });
+    }
+
+    fn server_ack(&mut self, now: Time, id: TxnId, request: Request, source: Peer) {
+        let Some(txn) = self.servers.get_mut(&id) else {
+            return;
+        };
+        match txn.state {
+            ServerState::Completed => {
+                txn.state = ServerState::Confirmed;
+                txn.deadlines.clear(Timer::G);
+                txn.deadlines.clear(Timer::H);
+                if txn.source.transport.is_reliable() {
+                    self.terminate_server(id);
+                } else {
+                    let at = now.saturating_add(self.config.t4);
+                    self.timers.arm(&mut txn.deadlines, id, Timer::I, at);
+                }
+            }
+            // RFC 6026 §7.1: the ACK for a 2xx belongs to the TU.
+            ServerState::Accepted => self.events.push_back(Event::Ack { request, source }),
+            // Confirmed: a retransmitted ACK. Proceeding: an ACK with nothing
+            // to acknowledge yet; it can only be bogus.
+            _ => {}
+        }
+    }
+
+    fn server_retransmission(&mut self, id: TxnId) {
+        let Some(txn) = self.servers.get(&id) else {
+            return;
+        };
+        let resend = match txn.state {
+            ServerState::Proceeding | ServerState::Completed => txn.last.as_ref(),
+            // Trying: nothing to repeat yet. Accepted: 2xx retransmission is
+            // the TU's (RFC 6026 §8.1). Confirmed: the ACK has arrived.
+            _ => None,
+        };
+        if let Some(bytes) = resend {
+            self.transmits.push_back(Transmit {
+                dest: txn.source,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
+    fn server_respond(&mut self, now: Time, id: TxnId, response: Response) -> Result<(), TxnError> {
+        let code = response.code;
+        if !(100..=699).contains(&code) {
+            return Err(TxnError::InvalidStatus(code));
+        }
+        let txn = self
+            .servers
+            .get_mut(&id)
+            .ok_or(TxnError::UnknownTransaction(id))?;
+        let cfg = self.config;
+        let reliable = txn.source.transport.is_reliable();
+        let invalid = TxnError::InvalidForState {
+            code,
+            state: txn.state.name(),
+        };
+        let mut terminate = false;
+        let mut keep = true;
+        match (txn.invite, txn.state) {
+            (true, ServerState::Proceeding) => {
+                if (200..300).contains(&code) {
+                    txn.state = ServerState::Accepted;
+                    keep = false;
+                    let at = now.saturating_add(cfg.t1x64());
+                    self.timers.arm(&mut txn.deadlines, id, Timer::L, at);
+                } else if code >= 300 {
+                    txn.state = ServerState::Completed;
+                    if !reliable {
+                        txn.interval = cfg.first_interval();
+                        let at = now.saturating_add(txn.interval);
+                        self.timers.arm(&mut txn.deadlines, id, Timer::G, at);
+                    }
+                    let at = now.saturating_add(cfg.t1x64());
+                    self.timers.arm(&mut txn.deadlines, id, Timer::H, at);
+                }
+            }
+            // Further 2xx from the TU (forked answers, retransmissions).
+            (true, ServerState::Accepted) if (200..300).contains(&code) => keep = false,
+            (false, ServerState::Trying | ServerState::Proceeding) => {
+                if code < 200 {
+                    txn.state = ServerState::Proceeding;
+                } else {
+                    txn.state = ServerState::Completed;
+                    txn.request = None;
+                    if reliable {
+                        terminate = true;
+                        keep = false;
+                    } else {
+                        let at = now.saturating_add(cfg.t1x64());
+                        self.timers.arm(&mut txn.deadlines, id, Timer::J, at);
+                    }
+                }
+            }
+            _ => return Err(invalid),
+        }
+        let bytes = response.to_bytes();
+        if keep {
+            txn.last = Some(bytes.clone());
+        } else {
+            txn.last = None;
+        }
+        self.transmits.push_back(Transmit {
+            dest: txn.source,
+            bytes,
+        });
+        if terminate {
+            self.terminate_server(id);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fire_server(&mut self, now: Time, at: Time, id: TxnId, timer: Timer) {
+        let Some(txn) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if txn.deadlines.get(timer) != at {
+            return;
+        }
+        txn.deadlines.clear(timer);
+        if timer == Timer::G {
+            if let Some(bytes) = &txn.last {
+                self.transmits.push_back(Transmit {
+                    dest: txn.source,
+                    bytes: bytes.clone(),
+                });
+            }
+            txn.interval = txn
+                .interval
+                .saturating_mul(2)
+                .min(self.config.max_interval());
+            let next = Self::next_deadline(at, now, txn.interval);
+            self.timers.arm(&mut txn.deadlines, id, Timer::G, next);
+        } else {
+            // H (no ACK came), I, J, L: the transaction ends.
+            self.terminate_server(id);
+        }
+    }
+
+    fn terminate_server(&mut self, id: TxnId) {
+        let Some(txn) = self.servers.remove(&id) else {
+            return;
+        };
+        match &txn.key {
+            ServerKey::Branch { branch, .. } => unindex(&mut self.server_branches, branch, id),
+            ServerKey::Legacy(k) => {
+                if self.server_legacy.get(k) == Some(&id) {
+                    self.server_legacy.remove(k);
+                }
+            }
+        }
+        self.events.push_back(Event::Terminated { id });
+    }
+}
