@@ -1,0 +1,79 @@
+//! Engine configuration: who we are on the network and how strict we are.
+
+use std::net::SocketAddr;
+
+use dots_registrar::RegistrarConfig;
+use dots_sip::TransportKind;
+use dots_txn::TimerConfig;
+
+/// One SIP listening socket of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub transport: TransportKind,
+    pub addr: SocketAddr,
+    /// Host written into Via and Record-Route for this listener; defaults to
+    /// the socket's IP (which must then not be a wildcard address).
+    pub advertise: Option<String>,
+}
+
+impl Listener {
+    /// The host other elements use to reach this listener.
+    pub fn host(&self) -> String {
+        match &self.advertise {
+            Some(h) => h.clone(),
+            None => match self.addr.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                ip => ip.to_string(),
+            },
+        }
+    }
+}
+
+/// Everything the engine needs to know at start-up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub listeners: Vec<Listener>,
+    /// Extra domain names this node is authoritative for (besides the hosts
+    /// of its listeners).
+    pub domains: Vec<String>,
+    /// Accept REGISTER, INVITE and MESSAGE without authentication.
+    pub open: bool,
+    /// Digest realm.
+    pub realm: String,
+    pub registrar: RegistrarConfig,
+    pub timers: TimerConfig,
+    /// RFC 3261 Timer C: how long an INVITE branch may ring (ms).
+    pub timer_c: u64,
+    /// Nonce lifetime for digest challenges (ms).
+    pub nonce_ttl: u64,
+    /// Value of the Server / User-Agent header on locally generated messages.
+    pub server_name: String,
+}
+
+impl EngineConfig {
+    /// A configuration for one UDP+TCP listener pair on `addr`.
+    pub fn for_addr(addr: SocketAddr) -> EngineConfig {
+        EngineConfig {
+            listeners: vec![
+                Listener {
+                    transport: TransportKind::Udp,
+                    addr,
+                    advertise: None,
+                },
+                Listener {
+                    transport: TransportKind::Tcp,
+                    addr,
+                    advertise: None,
+                },
+            ],
+            domains: Vec::new(),
+            open: false,
+            realm: "dots".into(),
+            registrar: RegistrarConfig::default(),
+            timers: TimerConfig::default(),
+            timer_c: 180_000,
+            nonce_ttl: 300_000,
+            server_name: concat!("DOTS/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
