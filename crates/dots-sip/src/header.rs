@@ -316,8 +316,7 @@ impl Via {
             let end = if i < 2 {
                 rest.find('/').ok_or(e("bad sent-protocol"))?
             } else {
-                rest.find(|c: char| c == ' ' || c == '\t')
-                    .ok_or(e("missing sent-by"))?
+                rest.find([' ', '\t']).ok_or(e("missing sent-by"))?
             };
             let tok = rest[..end].trim();
             if !is_token(tok) {
@@ -413,7 +412,7 @@ impl NameAddr {
             if !dn.is_empty() {
                 // An unquoted display name is a sequence of tokens.
                 if !dn
-                    .split(|c: char| c == ' ' || c == '\t')
+                    .split([' ', '\t'])
                     .filter(|t| !t.is_empty())
                     .all(is_token)
                 {
@@ -535,6 +534,7 @@ impl fmt::Display for CSeq {
 
 /// A Contact header value: `*` or an address with parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // `*` is rare; boxing would cost every contact
 pub enum ContactValue {
     Star,
     Addr(NameAddr),

@@ -6,6 +6,8 @@
 //! Route, Record-Route, Expires, Date), so that later code can use the typed
 //! getters without re-checking. Anything else is kept as text.
 
+use std::borrow::Cow;
+
 use crate::header::{
     parse_delta_seconds, CSeq, ContactValue, Header, HeaderName, Headers, NameAddr, Via,
 };
@@ -181,66 +183,131 @@ enum StartLine {
 fn parse_head(head: &[u8]) -> Result<(StartLine, Headers), ParseError> {
     let text =
         std::str::from_utf8(head).map_err(|_| ParseError::bad("header section is not UTF-8"))?;
-    let mut lines = Vec::new();
-    // Split into lines and unfold continuation lines (RFC 3261 §7.3.1).
+    let (first, rest) = match text.find('\n') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => (text, ""),
+    };
+    let first = first.strip_suffix('\r').unwrap_or(first);
+    if first.contains('\r') {
+        return Err(ParseError::bad("bare CR in start line"));
+    }
+    let headers = parse_header_lines(rest)?;
+    match parse_start_line(first) {
+        Ok(start) => Ok((start, headers)),
+        Err(mut e) => {
+            // Keep what a server needs to answer 400 or 505 to a request.
+            if e.kind == ParseErrorKind::VersionNotSupported || looks_like_request(first) {
+                e.partial = lenient_request_line(first).map(|(method, uri)| {
+                    Box::new(Request {
+                        method,
+                        uri,
+                        headers,
+                        body: Vec::new(),
+                    })
+                });
+            }
+            Err(e)
+        }
+    }
+}
+
+fn looks_like_request(line: &str) -> bool {
+    !line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+}
+
+/// Best-effort reading of a malformed Request-Line (extra white space, a
+/// Request-URI in `<>` or with LWS inside), used only to fill
+/// [`ParseError::partial`].
+fn lenient_request_line(line: &str) -> Option<(Method, Uri)> {
+    let mut tokens: Vec<&str> = line.split_ascii_whitespace().collect();
+    if tokens.len() < 3 {
+        return None;
+    }
+    let version = tokens.pop()?;
+    if !version
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+    {
+        return None;
+    }
+    let method = Method::from_token(tokens[0])?;
+    let uri_text: String = tokens[1..].concat();
+    let uri_text = uri_text
+        .strip_prefix('<')
+        .and_then(|u| u.strip_suffix('>'))
+        .unwrap_or(&uri_text);
+    let uri = Uri::parse(uri_text).ok()?;
+    Some((method, uri))
+}
+
+/// Parses the header lines that follow the start line: unfolds continuation
+/// lines (RFC 3261 §7.3.1) and splits comma-separated list headers.
+fn parse_header_lines(text: &str) -> Result<Headers, ParseError> {
+    let mut headers = Headers(Vec::with_capacity(16));
+    let mut current: Option<Cow<'_, str>> = None;
     for raw in text.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.contains('\r') {
             return Err(ParseError::bad("bare CR in header section"));
         }
         if line.starts_with([' ', '\t']) {
-            // The start line cannot be continued.
-            if lines.len() < 2 {
+            let Some(prev) = current.as_mut() else {
                 return Err(ParseError::bad("continuation line without header"));
-            }
-            let prev: &mut String = lines.last_mut().expect("checked above");
+            };
+            let prev = prev.to_mut();
             prev.push(' ');
-            prev.push_str(line.trim_start());
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    let mut iter = lines.into_iter();
-    let start = parse_start_line(&iter.next().unwrap_or_default())?;
-    let mut headers = Headers(Vec::with_capacity(16));
-    for line in iter {
-        if line.is_empty() {
+            prev.push_str(line.trim_start_matches([' ', '\t']));
             continue;
         }
-        let colon = line
-            .find(':')
-            .ok_or_else(|| ParseError::bad("header line without colon"))?;
-        let name = line[..colon].trim_end_matches([' ', '\t']);
-        if !is_token(name) {
-            return Err(ParseError::bad(format!("invalid header name {name:?}")));
+        if let Some(done) = current.take() {
+            push_header(&mut headers, &done)?;
         }
-        let value = line[colon + 1..].trim_matches([' ', '\t']);
-        let kind = HeaderName::classify(name);
-        if kind.is_list() {
-            let parts = split_list(value)
-                .ok_or_else(|| ParseError::bad(format!("unterminated quoted string in {name}")))?;
-            for part in parts {
-                headers.0.push(Header {
-                    kind,
-                    name: name.to_string(),
-                    value: part.to_string(),
-                });
-            }
-        } else {
+        if !line.is_empty() {
+            current = Some(Cow::Borrowed(line));
+        }
+    }
+    if let Some(done) = current {
+        push_header(&mut headers, &done)?;
+    }
+    Ok(headers)
+}
+
+fn push_header(headers: &mut Headers, line: &str) -> Result<(), ParseError> {
+    let colon = line
+        .find(':')
+        .ok_or_else(|| ParseError::bad("header line without colon"))?;
+    let name = line[..colon].trim_end_matches([' ', '\t']);
+    if !is_token(name) {
+        return Err(ParseError::bad(format!("invalid header name {name:?}")));
+    }
+    let value = line[colon + 1..].trim_matches([' ', '\t']);
+    let kind = HeaderName::classify(name);
+    if kind.is_list() {
+        let parts = split_list(value)
+            .ok_or_else(|| ParseError::bad(format!("unterminated quoted string in {name}")))?;
+        for part in parts {
             headers.0.push(Header {
                 kind,
                 name: name.to_string(),
-                value: value.to_string(),
+                value: part.to_string(),
             });
         }
+    } else {
+        headers.0.push(Header {
+            kind,
+            name: name.to_string(),
+            value: value.to_string(),
+        });
     }
-    Ok((start, headers))
+    Ok(())
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
-    if let Some(rest) = line.strip_prefix("SIP/") {
+    if !looks_like_request(line) {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let (version, rest) = rest
+        let (version, rest) = line[4..]
             .split_once(' ')
             .ok_or_else(|| ParseError::bad("bad status line"))?;
         check_version(version)?;
@@ -257,7 +324,10 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         if !(100..=699).contains(&code) {
             return Err(ParseError::bad("status code out of range"));
         }
-        if reason.bytes().any(|b| b < b' ' && b != b'\t') {
+        if reason
+            .bytes()
+            .any(|b| (b < b' ' && b != b'\t') || b == 0x7f)
+        {
             return Err(ParseError::bad("control character in reason phrase"));
         }
         return Ok(StartLine::Response(code, reason.to_string()));
@@ -273,16 +343,15 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     };
     let method = Method::from_token(method).ok_or_else(|| ParseError::bad("invalid method"))?;
     let version = version
-        .strip_prefix("SIP/")
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("SIP/"))
+        .map(|_| &version[4..])
         .ok_or_else(|| ParseError::bad("request line must end with SIP/2.0"))?;
     let uri = Uri::parse(uri).map_err(|e| ParseError::bad(format!("Request-URI: {e}")))?;
+    check_version(version)?;
     if uri.headers.is_some() {
         return Err(ParseError::bad("Request-URI must not contain headers"));
     }
-    check_version(version).map_err(|mut e| {
-        e.partial = None;
-        e
-    })?;
     Ok(StartLine::Request(method, uri))
 }
 
@@ -422,10 +491,8 @@ fn validate_headers(headers: &Headers, method: Option<&Method>) -> Result<(), St
             HeaderName::Expires | HeaderName::MinExpires => {
                 parse_delta_seconds(v).ok_or_else(|| format!("invalid {}", h.name))?;
             }
-            HeaderName::Date => {
-                if !v.ends_with(" GMT") {
-                    return Err("Date must be in GMT".into());
-                }
+            HeaderName::Date if !v.ends_with(" GMT") => {
+                return Err("Date must be in GMT".into());
             }
             _ => {}
         }
