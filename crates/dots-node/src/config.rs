@@ -1,0 +1,117 @@
+//! Typed node configuration: a TOML file with a section per subsystem,
+//! overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole node configuration. Every field has a default, so an empty
+/// file (or no file) runs a node on 127.0.0.1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where the node keeps its state (registrations, accounts, TLS key).
+    pub data_dir: PathBuf,
+    pub sip: SipConfig,
+    pub http: HttpConfig,
+    pub registrar: RegistrarSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP and TCP listen address.
+    pub listen: SocketAddr,
+    /// TLS listen address (disabled when absent).
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain and key for TLS; a self-signed pair is
+    /// generated in the data directory when absent.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Host name or IP written in Via and Record-Route (required when
+    /// listening on a wildcard address).
+    pub advertise: Option<String>,
+    /// Domains this node is authoritative for, besides its listen addresses.
+    pub domains: Vec<String>,
+    /// Accept registrations and calls without authentication (development
+    /// and benchmarks only).
+    pub open: bool,
+    /// Digest authentication realm.
+    pub realm: String,
+    /// Maximum simultaneous TCP/TLS connections.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of the HTTP service (/healthz, /metrics).
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarSection {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts_per_aor: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("dots-data"),
+            sip: SipConfig::default(),
+            http: HttpConfig::default(),
+            registrar: RegistrarSection::default(),
+        }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: "127.0.0.1:5060".parse().expect("valid literal"),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            advertise: None,
+            domains: Vec::new(),
+            open: false,
+            realm: "dots".into(),
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid literal"),
+        }
+    }
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        let d = dots_registrar::RegistrarConfig::default();
+        RegistrarSection {
+            min_expires: d.min_expires,
+            max_expires: d.max_expires,
+            default_expires: d.default_expires,
+            max_contacts_per_aor: d.max_contacts_per_aor,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+}

@@ -1,0 +1,366 @@
+//! Start-up, the engine loop, and shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use dots_proxy::{Engine, EngineConfig, Listener};
+use dots_registrar::{Change, Credentials, RegistrarConfig};
+use dots_sip::TransportKind;
+use dots_store::{AccountStore, BindingStore};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::config::NodeConfig;
+use crate::http::{self, Snapshot, SnapshotRequest};
+use crate::transport::{self, Connections, Inbound, SharedConnections};
+
+/// How long shutdown waits for in-flight transactions.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// The node's clock: wall-clock milliseconds at start plus monotonic time
+/// since, so engine time never jumps backwards.
+struct Clock {
+    wall_at_start: u64,
+    start: Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock {
+            wall_at_start: wall,
+            start: Instant::now(),
+        }
+    }
+    fn now(&self) -> u64 {
+        self.wall_at_start + self.start.elapsed().as_millis() as u64
+    }
+    fn instant_at(&self, t: u64) -> tokio::time::Instant {
+        let offset = t.saturating_sub(self.wall_at_start);
+        tokio::time::Instant::from_std(self.start + Duration::from_millis(offset))
+    }
+}
+
+/// Runs a node until `shutdown` completes, then drains and flushes.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    tracing::info!(data_dir = %data_dir.display(), "starting DOTS node");
+
+    let store = BindingStore::open(&data_dir).with_context(|| {
+        format!(
+            "cannot open {}/node.redb (is another node using this data directory?)",
+            data_dir.display()
+        )
+    })?;
+    let accounts = AccountStore::new(&data_dir);
+
+    // Sockets first, so a port conflict fails before anything else happens.
+    let sip_addr = config.sip.listen;
+    let udp = Arc::new(
+        UdpSocket::bind(sip_addr)
+            .await
+            .with_context(|| format!("cannot bind SIP UDP socket on {sip_addr}"))?,
+    );
+    let tcp = TcpListener::bind(sip_addr)
+        .await
+        .with_context(|| format!("cannot bind SIP TCP socket on {sip_addr}"))?;
+    let tls = match config.sip.tls_listen {
+        Some(addr) => {
+            let names: Vec<String> = std::iter::once(addr.ip().to_string())
+                .chain(config.sip.advertise.clone())
+                .chain(config.sip.domains.iter().cloned())
+                .collect();
+            let (server_config, cert_path) = crate::tls::server_config(
+                config.sip.tls_cert.as_deref(),
+                config.sip.tls_key.as_deref(),
+                &data_dir,
+                &names,
+            )?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind SIP TLS socket on {addr}"))?;
+            Some((
+                listener,
+                tokio_rustls::TlsAcceptor::from(server_config),
+                addr,
+                cert_path,
+            ))
+        }
+        None => None,
+    };
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot bind HTTP on {}", config.http.listen))?;
+
+    if sip_addr.ip().is_unspecified() && config.sip.advertise.is_none() {
+        anyhow::bail!(
+            "SIP listens on the wildcard address {sip_addr}: set sip.advertise (the host or IP clients reach) in the config"
+        );
+    }
+    let mut listeners = vec![
+        Listener {
+            transport: TransportKind::Udp,
+            addr: sip_addr,
+            advertise: config.sip.advertise.clone(),
+        },
+        Listener {
+            transport: TransportKind::Tcp,
+            addr: sip_addr,
+            advertise: config.sip.advertise.clone(),
+        },
+    ];
+    if let Some((_, _, addr, _)) = &tls {
+        listeners.push(Listener {
+            transport: TransportKind::Tls,
+            addr: *addr,
+            advertise: config.sip.advertise.clone(),
+        });
+    }
+    let mut engine_config = EngineConfig::for_addr(sip_addr);
+    engine_config.listeners = listeners;
+    engine_config.domains = config.sip.domains.clone();
+    engine_config.open = config.sip.open;
+    engine_config.realm = config.sip.realm.clone();
+    engine_config.registrar = RegistrarConfig {
+        min_expires: config.registrar.min_expires,
+        max_expires: config.registrar.max_expires,
+        default_expires: config.registrar.default_expires,
+        max_contacts_per_aor: config.registrar.max_contacts_per_aor,
+    };
+    let mut engine = Engine::new(engine_config, rand_seed());
+
+    let clock = Clock::new();
+    let bindings = store
+        .load_all()
+        .context("cannot load registrations from the store")?;
+    let live = bindings
+        .iter()
+        .filter(|b| b.expires_at > clock.now())
+        .count();
+    engine.restore_bindings(bindings);
+    let account_table = load_accounts(&accounts, &config.sip.realm)?;
+    let account_count = account_table.len();
+    engine.set_accounts(account_table);
+    let mut accounts_stamp = accounts.stamp();
+    tracing::info!(
+        registrations = live,
+        accounts = account_count,
+        "state loaded"
+    );
+
+    for t in ["udp", "tcp"] {
+        tracing::info!("SIP listening on {t}:{sip_addr}");
+    }
+    if let Some((_, _, addr, cert)) = &tls {
+        tracing::info!(certificate = %cert.display(), "SIP listening on tls:{addr}");
+    }
+    let http_addr: SocketAddr = http_listener.local_addr()?;
+    tracing::info!("HTTP listening on http://{http_addr} (/healthz, /metrics)");
+    let domains: Vec<String> = std::iter::once(sip_addr.ip().to_string())
+        .chain(config.sip.advertise.clone())
+        .chain(config.sip.domains.iter().cloned())
+        .collect();
+    tracing::info!(realm = %config.sip.realm, "local domains: {}", domains.join(", "));
+    if config.sip.open {
+        tracing::warn!("OPEN MODE: registrations and calls are accepted WITHOUT authentication; use only for development and benchmarks");
+    }
+
+    // Plumbing.
+    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(8192);
+    let (query_tx, mut query_rx) = mpsc::channel::<SnapshotRequest>(64);
+    let (accounts_tx, mut accounts_rx) = mpsc::channel::<HashMap<String, Credentials>>(4);
+    let connections: SharedConnections = Arc::new(Mutex::new(Connections::default()));
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(transport::udp_receive_loop(
+        udp.clone(),
+        inbound_tx.clone(),
+    )));
+    tasks.push(tokio::spawn(transport::accept_loop(
+        tcp,
+        None,
+        connections.clone(),
+        inbound_tx.clone(),
+        config.sip.max_connections,
+    )));
+    if let Some((listener, acceptor, _, _)) = tls {
+        tasks.push(tokio::spawn(transport::accept_loop(
+            listener,
+            Some(acceptor),
+            connections.clone(),
+            inbound_tx.clone(),
+            config.sip.max_connections,
+        )));
+    }
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, http::router(query_tx)).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }));
+    let (store_tx, store_thread) = spawn_store_writer(store);
+
+    tokio::pin!(shutdown);
+    let mut draining_until: Option<tokio::time::Instant> = None;
+    let mut account_check = tokio::time::interval(Duration::from_secs(1));
+    account_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let far = Duration::from_secs(3600);
+    loop {
+        let wake = engine
+            .poll_timeout()
+            .map(|t| clock.instant_at(t))
+            .unwrap_or_else(|| tokio::time::Instant::now() + far);
+        let wake = match draining_until {
+            Some(d) => wake.min(d),
+            None => wake,
+        };
+        tokio::select! {
+            biased;
+            _ = &mut shutdown, if draining_until.is_none() => {
+                tracing::info!("shutting down: finishing in-flight transactions");
+                draining_until = Some(tokio::time::Instant::now() + DRAIN_TIME);
+            }
+            Some(msg) = inbound_rx.recv() => {
+                handle_inbound(&mut engine, clock.now(), msg);
+                // Take what else is already queued before flushing, so bursts
+                // cost one persistence batch.
+                for _ in 0..256 {
+                    match inbound_rx.try_recv() {
+                        Ok(msg) => handle_inbound(&mut engine, clock.now(), msg),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(reply) = query_rx.recv() => {
+                let (aors, contacts) = engine.registrations();
+                let (server_transactions, client_transactions) = engine.transactions();
+                let _ = reply.send(Snapshot {
+                    stats: engine.stats().clone(),
+                    aors,
+                    contacts,
+                    server_transactions,
+                    client_transactions,
+                    connections: connections.lock().expect("connection table lock").len(),
+                    accounts: engine.account_count(),
+                });
+            }
+            Some(table) = accounts_rx.recv() => {
+                tracing::info!(accounts = table.len(), "accounts reloaded");
+                engine.set_accounts(table);
+            }
+            _ = account_check.tick() => {
+                let stamp = accounts.stamp();
+                if stamp != accounts_stamp {
+                    accounts_stamp = stamp;
+                    let accounts = AccountStore::new(&data_dir);
+                    let realm = config.sip.realm.clone();
+                    let tx = accounts_tx.clone();
+                    tokio::task::spawn_blocking(move || match load_accounts(&accounts, &realm) {
+                        Ok(table) => { let _ = tx.blocking_send(table); }
+                        Err(e) => tracing::warn!(error = %e, "could not reload accounts"),
+                    });
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                engine.handle_timeout(clock.now());
+            }
+        }
+        while let Some(t) = engine.poll_transmit() {
+            transport::dispatch(&udp, &connections, &inbound_tx, t.dest, t.bytes);
+        }
+        let changes = engine.drain_binding_changes();
+        if !changes.is_empty() {
+            let _ = store_tx.send(changes);
+        }
+        if let Some(deadline) = draining_until {
+            let (s, c) = engine.transactions();
+            if tokio::time::Instant::now() >= deadline || s + c == 0 {
+                break;
+            }
+        }
+    }
+
+    for t in &tasks {
+        t.abort();
+    }
+    drop(store_tx);
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    tracing::info!("store flushed; node stopped");
+    Ok(())
+}
+
+fn handle_inbound(engine: &mut Engine, now: u64, msg: Inbound) {
+    match msg {
+        Inbound::Message(Ok(m), peer) => engine.handle_message(now, m, peer),
+        Inbound::Message(Err(e), peer) => {
+            tracing::debug!(%peer, error = %e, "malformed message");
+            engine.handle_parse_error(now, e, peer)
+        }
+        Inbound::Unreachable(peer) => engine.transport_error(now, peer),
+    }
+}
+
+fn load_accounts(
+    accounts: &AccountStore,
+    realm: &str,
+) -> anyhow::Result<HashMap<String, Credentials>> {
+    let list = accounts.list().context("cannot read accounts")?;
+    let mut table = HashMap::with_capacity(list.len());
+    for (user, creds) in list {
+        if creds.realm != realm {
+            tracing::warn!(
+                user = %user,
+                account_realm = %creds.realm,
+                node_realm = %realm,
+                "account was created for another realm and cannot log in here; reset it with `dots user passwd`"
+            );
+        }
+        table.insert(user, creds);
+    }
+    Ok(table)
+}
+
+/// Persists registration changes on a thread of its own, coalescing bursts
+/// into one write transaction.
+fn spawn_store_writer(
+    store: BindingStore,
+) -> (
+    std::sync::mpsc::Sender<Vec<Change>>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Change>>();
+    let handle = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            while let Ok(mut batch) = rx.recv() {
+                while let Ok(more) = rx.try_recv() {
+                    batch.extend(more);
+                }
+                if let Err(e) = store.apply(&batch) {
+                    tracing::error!(error = %e, changes = batch.len(), "could not persist registrations");
+                }
+            }
+        })
+        .expect("spawning the store writer thread");
+    (tx, handle)
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS; mix in time for good measure.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}

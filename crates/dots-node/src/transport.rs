@@ -1,0 +1,315 @@
+//! Sockets: the UDP receive loop, TCP/TLS connections, and the connection
+//! table that lets the engine answer or call back over the connection a
+//! client opened (RFC 3261 §18.2.2, connection reuse).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dots_sip::{
+    parse_datagram, parse_stream, Message, ParseError, ParseErrorKind, Peer, TransportKind,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// What the sockets hand to the engine loop.
+pub enum Inbound {
+    Message(Result<Message, ParseError>, Peer),
+    /// A connection to this peer could not be opened.
+    Unreachable(Peer),
+}
+
+/// Live stream connections, by flow id and by (transport, remote address).
+#[derive(Default)]
+pub struct Connections {
+    by_flow: HashMap<u64, (Peer, mpsc::Sender<Vec<u8>>)>,
+    by_addr: HashMap<(TransportKind, SocketAddr), u64>,
+    next_flow: AtomicU64,
+}
+
+pub type SharedConnections = Arc<Mutex<Connections>>;
+
+impl Connections {
+    pub fn len(&self) -> usize {
+        self.by_flow.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_flow.is_empty()
+    }
+
+    fn register(
+        &mut self,
+        transport: TransportKind,
+        addr: SocketAddr,
+        tx: mpsc::Sender<Vec<u8>>,
+    ) -> Peer {
+        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed) + 1;
+        let peer = Peer {
+            transport,
+            addr,
+            flow: Some(flow),
+        };
+        self.by_flow.insert(flow, (peer, tx));
+        self.by_addr.insert((transport, addr), flow);
+        peer
+    }
+
+    fn unregister(&mut self, peer: Peer) {
+        if let Some(flow) = peer.flow {
+            self.by_flow.remove(&flow);
+            if self.by_addr.get(&(peer.transport, peer.addr)) == Some(&flow) {
+                self.by_addr.remove(&(peer.transport, peer.addr));
+            }
+        }
+    }
+
+    /// The sender for `dest`: its own flow if still open, else any
+    /// connection to the same address and transport.
+    pub fn sender_for(&self, dest: &Peer) -> Option<mpsc::Sender<Vec<u8>>> {
+        if let Some((_, tx)) = dest.flow.and_then(|f| self.by_flow.get(&f)) {
+            return Some(tx.clone());
+        }
+        let flow = self.by_addr.get(&(dest.transport, dest.addr))?;
+        self.by_flow.get(flow).map(|(_, tx)| tx.clone())
+    }
+}
+
+/// Receives datagrams, parses them off the engine thread, and passes them on.
+pub async fn udp_receive_loop(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(v) => v,
+            Err(e) => {
+                // ICMP errors surface here on Linux; they do not end the loop.
+                tracing::debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            continue; // keep-alive
+        }
+        let msg = parse_datagram(data);
+        if inbound
+            .send(Inbound::Message(msg, Peer::new(TransportKind::Udp, from)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Accepts TCP (or, with an acceptor, TLS) connections.
+pub async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    connections: SharedConnections,
+    inbound: mpsc::Sender<Inbound>,
+    max_connections: usize,
+) {
+    let transport = if tls.is_some() {
+        TransportKind::Tls
+    } else {
+        TransportKind::Tcp
+    };
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, %transport, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if connections.lock().expect("connection table lock").len() >= max_connections {
+            tracing::warn!(%addr, max_connections, "connection refused: too many connections");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let connections = connections.clone();
+        let inbound = inbound.clone();
+        match &tls {
+            None => {
+                tokio::spawn(serve_stream(stream, transport, addr, connections, inbound));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            serve_stream(tls_stream, transport, addr, connections, inbound).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Opens a TCP connection to `dest` and sends `bytes` on it; reports the
+/// peer unreachable if that fails.
+pub async fn connect_and_send(
+    dest: Peer,
+    bytes: Vec<u8>,
+    connections: SharedConnections,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(dest.addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            let (tx, rx) = mpsc::channel(256);
+            let _ = tx.try_send(bytes);
+            let peer = connections.lock().expect("connection table lock").register(
+                dest.transport,
+                dest.addr,
+                tx,
+            );
+            run_stream(stream, peer, rx, connections, inbound).await;
+        }
+        _ => {
+            tracing::debug!(%dest, "could not connect");
+            let _ = inbound.send(Inbound::Unreachable(dest)).await;
+        }
+    }
+}
+
+async fn serve_stream<S>(
+    stream: S,
+    transport: TransportKind,
+    addr: SocketAddr,
+    connections: SharedConnections,
+    inbound: mpsc::Sender<Inbound>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(256);
+    let peer = connections
+        .lock()
+        .expect("connection table lock")
+        .register(transport, addr, tx);
+    tracing::debug!(%peer, "connection opened");
+    run_stream(stream, peer, rx, connections, inbound).await;
+}
+
+/// Reads framed messages until the peer closes, idles out or sends
+/// something unparsable (a stream cannot resynchronise after that).
+async fn run_stream<S>(
+    stream: S,
+    peer: Peer,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    connections: SharedConnections,
+    inbound: mpsc::Sender<Inbound>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let write_task = tokio::spawn(async move {
+        while let Some(bytes) = outgoing.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let idle = Duration::from_secs(3600);
+    'read: loop {
+        match tokio::time::timeout(idle, reader.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match parse_stream(&buf) {
+                Ok((msg, used)) => {
+                    buf.drain(..used);
+                    if inbound.send(Inbound::Message(Ok(msg), peer)).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Err(e) if e.kind == ParseErrorKind::Incomplete => {
+                    // RFC 5626 §3.5.1: a double-CRLF ping gets a CRLF pong.
+                    let crlf = dots_sip::parse::leading_crlf_len(&buf);
+                    if crlf == buf.len() && crlf >= 4 {
+                        buf.clear();
+                        if let Some(tx) = connections
+                            .lock()
+                            .expect("connection table lock")
+                            .sender_for(&peer)
+                        {
+                            let _ = tx.try_send(b"\r\n".to_vec());
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "unparsable data on stream; closing");
+                    let _ = inbound.send(Inbound::Message(Err(e), peer)).await;
+                    // Give the engine a moment to answer 400 before closing.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break 'read;
+                }
+            }
+        }
+    }
+    connections
+        .lock()
+        .expect("connection table lock")
+        .unregister(peer);
+    write_task.abort();
+    tracing::debug!(%peer, "connection closed");
+}
+
+/// Sends one datagram or queues bytes on a stream connection.
+pub fn dispatch(
+    udp: &UdpSocket,
+    connections: &SharedConnections,
+    inbound: &mpsc::Sender<Inbound>,
+    dest: Peer,
+    bytes: Vec<u8>,
+) {
+    match dest.transport {
+        TransportKind::Udp => {
+            if let Err(e) = udp.try_send_to(&bytes, dest.addr) {
+                tracing::debug!(%dest, error = %e, "UDP send failed");
+            }
+        }
+        TransportKind::Tcp | TransportKind::Tls | TransportKind::Ws | TransportKind::Wss => {
+            let sender = connections
+                .lock()
+                .expect("connection table lock")
+                .sender_for(&dest);
+            match sender {
+                Some(tx) => {
+                    if tx.try_send(bytes).is_err() {
+                        tracing::debug!(%dest, "connection queue full or closed; message dropped");
+                    }
+                }
+                None if dest.transport == TransportKind::Tcp => {
+                    tokio::spawn(connect_and_send(
+                        dest,
+                        bytes,
+                        connections.clone(),
+                        inbound.clone(),
+                    ));
+                }
+                None => {
+                    tracing::debug!(%dest, "no connection to peer and cannot open one for this transport");
+                    let inbound = inbound.clone();
+                    tokio::spawn(async move {
+                        let _ = inbound.send(Inbound::Unreachable(dest)).await;
+                    });
+                }
+            }
+        }
+    }
+}
