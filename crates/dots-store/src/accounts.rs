@@ -15,7 +15,8 @@ const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 const LOCK_POLL: Duration = Duration::from_millis(25);
 
-/// User accounts (digest credentials by user name).
+/// User accounts (digest credentials by user name), in
+/// `<data_dir>/accounts.redb` with its change stamp in `<data_dir>/accounts.gen`.
 ///
 /// The file is opened for each call and closed at its end, because redb lets
 /// one process hold it at a time and both the node and `dots user ...` need
@@ -139,12 +140,33 @@ impl AccountStore {
         value.map(|v| decode(user, v.value())).transpose()
     }
 
-    /// A modification stamp (mtime and length of the file) for the node to
-    /// poll and reload accounts only when they changed; `None` if the file
-    /// does not exist yet.
+    /// A modification stamp for the node to poll, so that it reloads
+    /// accounts only after an edit; `None` if there are no accounts yet.
+    ///
+    /// It is the mtime and the generation number of `accounts.gen`, which
+    /// every write bumps while it still holds the database lock. The
+    /// database file itself cannot serve: redb writes its header on every
+    /// open and close, so merely reading would look like an edit.
     pub fn stamp(&self) -> Option<(SystemTime, u64)> {
-        let meta = std::fs::metadata(&self.path).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
+        match std::fs::metadata(self.gen_path()) {
+            Ok(meta) => Some((meta.modified().ok()?, self.generation())),
+            // Accounts written before the generation file existed.
+            Err(_) if self.path.exists() => Some((SystemTime::UNIX_EPOCH, 0)),
+            Err(_) => None,
+        }
+    }
+
+    fn gen_path(&self) -> PathBuf {
+        self.path.with_extension("gen")
+    }
+
+    /// The generation in `accounts.gen`; 0 if missing or unreadable (then the
+    /// next write starts again from 1, still a change).
+    fn generation(&self) -> u64 {
+        std::fs::read_to_string(self.gen_path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Opens the file for a read, `None` if it does not exist: reading must
@@ -183,6 +205,10 @@ impl AccountStore {
             f(&mut table)?;
         }
         tx.commit()?;
+        // Bumped while `db` still holds the lock, so writers never race on it.
+        let next = self.generation().wrapping_add(1);
+        std::fs::write(self.gen_path(), format!("{next}\n"))?;
+        drop(db);
         Ok(())
     }
 }
