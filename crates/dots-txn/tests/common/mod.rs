@@ -135,6 +135,20 @@ impl Solo {
         r
     }
 
+    /// At time `t`, the shell reports that `dest` is unreachable.
+    pub fn transport_error(&mut self, t: Time, dest: Peer) {
+        self.run_until(t);
+        self.layer.transport_error(t, dest);
+        self.drain();
+    }
+
+    /// At time `t`, the TU cancels client transaction `id`.
+    pub fn cancel(&mut self, t: Time, id: TxnId) {
+        self.run_until(t);
+        self.layer.cancel(t, id);
+        self.drain();
+    }
+
     /// At time `t`, the TU starts a client transaction.
     pub fn send(&mut self, t: Time, req: Request, dest: Peer) -> Result<TxnId, TxnError> {
         self.run_until(t);
