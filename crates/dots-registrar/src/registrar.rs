@@ -88,8 +88,9 @@ impl Registrar {
     /// - Malformed Expires, Contact, q, expires or reg-id: 400, nothing changed.
     ///
     /// The 200 carries one Contact per live binding with `;expires=` set to
-    /// the seconds left (and `;q=` when not 1), a Date header, and the
-    /// request's Path headers (RFC 3327 §5.3).
+    /// the seconds left (and `;q=` when not 1), a Date header, the request's
+    /// Path headers when the UA supports `path` (RFC 3327 §5.3), and
+    /// `Require: outbound` when it registered an RFC 5626 flow.
     pub fn handle_register(
         &mut self,
         now: Millis,
@@ -311,21 +312,30 @@ impl Registrar {
             resp.headers.push(HeaderName::Contact, value);
             outbound |= b.reg_id.is_some();
         }
-        for p in path {
-            resp.headers.push(HeaderName::Path, p.clone());
+        // Path is stored whatever the UA supports (the proxies that added it
+        // need it to reach the UA) but echoed only to a UA that understands
+        // it, as Kamailio's path_mode 2 does.
+        if supports(request, "path") {
+            for p in path {
+                resp.headers.push(HeaderName::Path, p.clone());
+            }
         }
-        let supports_outbound = request
-            .headers
-            .get_all(HeaderName::Supported)
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("outbound"));
-        if outbound && supports_outbound {
+        if outbound && supports(request, "outbound") {
             // RFC 5626 §6: tell the UA its flows are being used.
             resp.headers.push(HeaderName::Require, "outbound");
         }
         resp.headers.push(HeaderName::Date, http_date(now));
         resp
     }
+}
+
+/// Whether the request lists `option` in a Supported header.
+fn supports(request: &Request, option: &str) -> bool {
+    request
+        .headers
+        .get_all(HeaderName::Supported)
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(option))
 }
 
 fn unquote(v: &str) -> &str {

@@ -111,6 +111,49 @@ fn add_then_query() {
 }
 
 #[test]
+fn path_is_stored_always_and_echoed_when_supported() {
+    let mut r = registrar();
+    let resp = send(
+        &mut r,
+        T0,
+        &register(
+            "c1",
+            1,
+            &["<sip:alice@192.0.2.10>"],
+            &["Path: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>"],
+        ),
+    );
+    assert_eq!(resp.code, 200);
+    assert_eq!(resp.headers.count(HeaderName::Path), 0);
+    assert_eq!(
+        r.location.lookup(AOR, T0)[0].path,
+        ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+    );
+    let resp = send(
+        &mut r,
+        T0,
+        &register(
+            "c1",
+            2,
+            &["<sip:alice@192.0.2.10>"],
+            &["Path: <sip:p1.example.com;lr>", "Supported: path"],
+        ),
+    );
+    assert_eq!(
+        resp.headers.get_all(HeaderName::Path).collect::<Vec<_>>(),
+        ["<sip:p1.example.com;lr>"]
+    );
+    assert_eq!(
+        r.location.lookup(AOR, T0)[0].path,
+        ["<sip:p1.example.com;lr>"]
+    );
+    // The parser refuses a bad Path already; one built by hand is refused here.
+    let mut req = register("c1", 3, &["<sip:alice@192.0.2.10>"], &[]);
+    req.headers.push(HeaderName::Path, "garbage");
+    assert_eq!(send(&mut r, T0, &req).code, 400);
+}
+
+#[test]
 fn query_of_unknown_aor_is_empty_200() {
     let mut r = registrar();
     let resp = send(&mut r, T0, &register("c1", 1, &[], &[]));

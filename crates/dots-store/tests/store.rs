@@ -147,6 +147,30 @@ fn location_changes_round_trip_through_the_store() {
 }
 
 #[test]
+fn corrupt_records_are_reported() {
+    let dir = TempDir::new("corrupt");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    {
+        let db = redb::Database::create(dir.0.join("node.redb")).unwrap();
+        let table: redb::TableDefinition<(&str, &str), &[u8]> =
+            redb::TableDefinition::new("bindings");
+        let tx = db.begin_write().unwrap();
+        tx.open_table(table)
+            .unwrap()
+            .insert(
+                ("sip:alice@example.com", "sip:alice@192.0.2.1"),
+                &b"{not json"[..],
+            )
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = BindingStore::open(&dir.0).unwrap();
+    let err = store.load_all().unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(err.to_string().contains("sip:alice@192.0.2.1"));
+}
+
+#[test]
 fn node_file_is_exclusive() {
     let dir = TempDir::new("exclusive");
     let _held = BindingStore::open(&dir.0).unwrap();
