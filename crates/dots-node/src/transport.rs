@@ -23,7 +23,6 @@ pub enum Inbound {
 }
 
 /// Live stream connections, by flow id and by (transport, remote address).
-#[derive(Default)]
 pub struct Connections {
     by_flow: HashMap<u64, (Peer, mpsc::Sender<Vec<u8>>)>,
     by_addr: HashMap<(TransportKind, SocketAddr), u64>,
@@ -31,6 +30,24 @@ pub struct Connections {
 }
 
 pub type SharedConnections = Arc<Mutex<Connections>>;
+
+impl Default for Connections {
+    fn default() -> Self {
+        // Flow ids are persisted with registrations: start past any id a
+        // previous run could have handed out, so a stale id never names a
+        // new, unrelated connection.
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            << 16;
+        Connections {
+            by_flow: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_flow: AtomicU64::new(base),
+        }
+    }
+}
 
 impl Connections {
     pub fn len(&self) -> usize {

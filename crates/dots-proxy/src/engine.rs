@@ -238,6 +238,11 @@ impl Engine {
         &self.stats
     }
 
+    /// Number of local accounts known to the engine.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
     /// (AORs, contacts) currently registered.
     pub fn registrations(&self) -> (usize, usize) {
         (
@@ -1057,16 +1062,23 @@ fn resolve(uri: &Uri) -> Option<Peer> {
     Some(Peer::new(transport, SocketAddr::new(ip, port)))
 }
 
-/// How to reach a registered contact: over the connection it registered
-/// from when that was a stream (connection reuse), else at its Contact.
+/// How to reach a registered contact: at its Contact address, preferring
+/// the connection it registered over when the transports match (connection
+/// reuse; the shell falls back to a new connection if that one is gone).
 fn target_for_binding(b: &Binding) -> Option<Target> {
     let uri = Uri::parse(&b.contact_uri).ok()?;
-    let dest = match b.source {
-        Some(src) if src.transport.is_reliable() && b.path.is_empty() => src,
-        _ => match b.path.first() {
-            Some(p) => NameAddr::parse(p).ok().and_then(|na| resolve(&na.uri))?,
-            None => resolve(&uri)?,
-        },
+    let dest = match b.path.first() {
+        Some(p) => NameAddr::parse(p).ok().and_then(|na| resolve(&na.uri))?,
+        None => {
+            let mut dest = resolve(&uri)?;
+            if let Some(src) = b
+                .source
+                .filter(|s| s.transport == dest.transport && s.transport.is_reliable())
+            {
+                dest.flow = src.flow;
+            }
+            dest
+        }
     };
     Some(Target {
         uri,
