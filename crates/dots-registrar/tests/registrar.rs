@@ -787,3 +787,38 @@ fn aors_are_separate() {
     assert_eq!(r.location.lookup("sip:bob@example.com", T0).len(), 1);
     assert!(r.location.lookup("sip:carol@example.com", T0).is_empty());
 }
+
+#[test]
+fn odd_contacts_never_panic() {
+    let odd = [
+        "<sip:alice@192.0.2.1>;expires=99999999999999999999",
+        "<sip:alice@192.0.2.1>;q=0.",
+        "<sip:alice@192.0.2.1>;q=",
+        "<sip:alice@192.0.2.1>;q=\"0.5\"",
+        "<sip:alice@192.0.2.1>;+sip.instance",
+        "<sip:alice@192.0.2.1>;+sip.instance=\"\";reg-id=4294967295",
+        "<sip:alice@192.0.2.1>;reg-id=0",
+        "<sip:%41lice@[2001:db8::1]:5060;maddr=x>",
+        "<tel:+1-555-0100>",
+        "<urn:service:sos>",
+        "\"Ünïcødé \\\"q\\\"\" <sip:alice@192.0.2.1>",
+        "sip:alice@192.0.2.1;expires=120",
+        "<>",
+        "",
+        ",",
+        "*;expires=0",
+        "<sip:alice@192.0.2.1>>",
+    ];
+    let mut r = registrar();
+    for (i, c) in odd.iter().enumerate() {
+        let mut req = register("odd", 1, &[], &[]);
+        req.headers.push(HeaderName::Contact, *c);
+        req.headers
+            .set(HeaderName::CSeq, format!("{} REGISTER", i + 1));
+        let resp = send(&mut r, T0, &req);
+        assert!(matches!(resp.code, 200 | 400 | 423), "{c:?}: {}", resp.code);
+    }
+    // Whatever was accepted is consistent: counts match and every binding routes.
+    assert_eq!(r.location.all().count(), r.location.contact_count());
+    assert_eq!(r.location.lookup(AOR, T0).len(), r.location.contact_count());
+}
