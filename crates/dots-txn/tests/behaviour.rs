@@ -492,3 +492,68 @@ fn responses_go_to_the_source_given_with_its_flow() {
     assert!(s.sent.iter().all(|(_, x)| x.dest == src));
     assert_eq!(s.sent.len(), 2);
 }
+
+#[test]
+fn random_input_sequences_keep_the_layer_consistent() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let methods = ["INVITE", "ACK", "CANCEL", "OPTIONS", "BYE"];
+    let branches = ["z9hG4bK1", "z9hG4bK2", "z9hG4bK3", "legacy"];
+    let codes = [0, 100, 180, 200, 202, 302, 404, 487, 503, 699, 700];
+    let peers = [udp(CLIENT), tcp(CLIENT), udp(SERVER)];
+    for seed in 0..20 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut s = Solo::new();
+        let mut ids: Vec<TxnId> = Vec::new();
+        for _ in 0..400 {
+            let m = methods[rng.random_range(0..methods.len())];
+            let b = branches[rng.random_range(0..branches.len())];
+            let code = codes[rng.random_range(0..codes.len())];
+            let peer = peers[rng.random_range(0..peers.len())];
+            let transport = peer.transport;
+            let req = request(m, b, transport);
+            let t = s.now + rng.random_range(0..3_000);
+            match rng.random_range(0..7) {
+                0 => s.request(t, req, peer),
+                1 => {
+                    let mut r = response(&req, 200);
+                    r.code = code;
+                    s.response(t, r, peer);
+                }
+                2 => {
+                    if let Ok(id) = s.send(t, req, peer) {
+                        ids.push(id);
+                    }
+                }
+                3 => {
+                    if let Some(&id) = ids.get(rng.random_range(0..ids.len().max(1))) {
+                        s.cancel(t, id);
+                    }
+                }
+                4 => s.transport_error(t, peer),
+                5 => {
+                    let events = s.take_events();
+                    for (_, e) in events {
+                        if let Event::Request { id, request, .. } = e {
+                            let mut r = response(&request, 200);
+                            r.code = code;
+                            let _ = s.respond(t, id, r);
+                        }
+                    }
+                }
+                _ => s.run_until(t),
+            }
+            // Due timers have fired and new ones are armed in the future.
+            if let Some(next) = s.layer.poll_timeout() {
+                assert!(next > s.now, "seed {seed}: {next} <= {}", s.now);
+            }
+        }
+        // Whatever happened, client transactions all end on their own.
+        s.run_until(s.now + 200_000);
+        assert_eq!(s.layer.counts().1, 0, "seed {seed}");
+        if let Some(next) = s.layer.poll_timeout() {
+            assert!(next > s.now);
+        }
+    }
+}
