@@ -302,10 +302,6 @@ impl TransactionLayer {
             .ok_or(TxnError::UnknownTransaction(id))?;
         let cfg = self.config;
         let reliable = txn.source.transport.is_reliable();
-        let invalid = TxnError::InvalidForState {
-            code,
-            state: txn.state.name(),
-        };
         let mut terminate = false;
         let mut keep = true;
         match (txn.invite, txn.state) {
@@ -343,7 +339,12 @@ impl TransactionLayer {
                     }
                 }
             }
-            _ => return Err(invalid),
+            (_, state) => {
+                return Err(TxnError::InvalidForState {
+                    code,
+                    state: state.name(),
+                })
+            }
         }
         let bytes = response.to_bytes();
         if keep {
