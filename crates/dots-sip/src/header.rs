@@ -210,19 +210,30 @@ impl Headers {
             .map(|h| h.value.as_str())
     }
 
-    /// First value of a header by name (any header, case-insensitive).
+    /// First value of a header by name (any header, case-insensitive;
+    /// compact forms match their long names, extension headers included).
     pub fn get_named(&self, name: &str) -> Option<&str> {
-        let kind = HeaderName::classify(name);
+        let matches = name_matcher(name);
+        self.0.iter().find(|h| matches(h)).map(|h| h.value.as_str())
+    }
+
+    /// All values of a header by name, in order (see [`Headers::get_named`]).
+    pub fn get_all_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let matches = name_matcher(name);
         self.0
             .iter()
-            .find(|h| {
-                if kind == HeaderName::Other {
-                    h.name.eq_ignore_ascii_case(name)
-                } else {
-                    h.kind == kind
-                }
-            })
+            .filter(move |h| matches(h))
             .map(|h| h.value.as_str())
+    }
+
+    /// The comma-separated tokens of list-valued headers such as Supported,
+    /// Require, Proxy-Require, Unsupported or Allow, across all their
+    /// header lines (empty items skipped).
+    pub fn tokens(&self, kind: HeaderName) -> impl Iterator<Item = &str> {
+        self.get_all(kind)
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim_matches([' ', '\t']))
+            .filter(|t| !t.is_empty())
     }
 
     pub fn count(&self, kind: HeaderName) -> usize {
@@ -278,6 +289,45 @@ impl Headers {
             None => self.push(kind, value),
         }
     }
+}
+
+/// A predicate matching headers called `name` (see [`Headers::get_named`]).
+fn name_matcher(name: &str) -> impl Fn(&Header) -> bool + '_ {
+    let kind = HeaderName::classify(name);
+    let long = extension_long_name(name);
+    move |h: &Header| {
+        if kind != HeaderName::Other {
+            return h.kind == kind;
+        }
+        h.kind == HeaderName::Other
+            && (h.name.eq_ignore_ascii_case(name)
+                || long.is_some_and(|l| extension_long_name(&h.name) == Some(l)))
+    }
+}
+
+/// Compact forms of extension headers that have no [`HeaderName`] of their
+/// own (IANA SIP header registry). Returns the lower-case long name for
+/// either form.
+fn extension_long_name(name: &str) -> Option<&'static str> {
+    const TABLE: &[(u8, &str)] = &[
+        (b'a', "accept-contact"),
+        (b'b', "referred-by"),
+        (b'd', "request-disposition"),
+        (b'j', "reject-contact"),
+        (b'n', "identity-info"),
+        (b'r', "refer-to"),
+        (b'u', "allow-events"),
+        (b'x', "session-expires"),
+        (b'y', "identity"),
+    ];
+    if let [c] = name.as_bytes() {
+        let c = c.to_ascii_lowercase();
+        return TABLE.iter().find(|(k, _)| *k == c).map(|(_, l)| *l);
+    }
+    TABLE
+        .iter()
+        .find(|(_, l)| l.eq_ignore_ascii_case(name))
+        .map(|(_, l)| *l)
 }
 
 /// Errors from the typed header parsers.
@@ -563,4 +613,64 @@ pub fn parse_delta_seconds(value: &str) -> Option<u32> {
             .map(|n| n.min(u32::MAX as u64) as u32)
             .unwrap_or(u32::MAX),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(list: &[(&str, &str)]) -> Headers {
+        Headers(list.iter().map(|(n, v)| Header::other(*n, *v)).collect())
+    }
+
+    #[test]
+    fn get_named_matches_compact_forms_of_extension_headers() {
+        let h = headers(&[
+            ("r", "<sip:carol@example.com>"),
+            ("Refer-To", "<sip:dave@x>"),
+        ]);
+        assert_eq!(h.get_named("Refer-To"), Some("<sip:carol@example.com>"));
+        assert_eq!(h.get_named("refer-to"), Some("<sip:carol@example.com>"));
+        assert_eq!(h.get_named("R"), Some("<sip:carol@example.com>"));
+        assert_eq!(h.get_all_named("r").count(), 2);
+        assert_eq!(h.get_named("q"), None);
+        let h = headers(&[("x", "1800;refresher=uas")]);
+        assert_eq!(h.get_named("Session-Expires"), Some("1800;refresher=uas"));
+        // Known headers still match through their kind.
+        let h = headers(&[("v", "SIP/2.0/UDP h")]);
+        assert_eq!(h.get_named("Via"), Some("SIP/2.0/UDP h"));
+    }
+
+    #[test]
+    fn tokens_split_list_valued_headers() {
+        let h = headers(&[("Supported", "path, outbound,,gruu"), ("k", " 100rel ")]);
+        let t: Vec<_> = h.tokens(HeaderName::Supported).collect();
+        assert_eq!(t, ["path", "outbound", "gruu", "100rel"]);
+        assert_eq!(h.tokens(HeaderName::Require).count(), 0);
+    }
+
+    #[test]
+    fn name_addr_display_re_parses() {
+        for s in [
+            "\"J Rosenberg \\\\\\\"\" <sip:jdrosen@example.com>;tag=98asjd8",
+            "caller<sip:caller@example.com>;tag=323",
+            "sip:a@b;tag=1;q=\"0.5\"",
+            "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>",
+        ] {
+            let na = NameAddr::parse(s).unwrap();
+            assert_eq!(NameAddr::parse(&na.to_string()).unwrap(), na, "{s}");
+        }
+        // Found by fuzzing: an opaque URI ending in '>' in addr-spec form.
+        assert!(NameAddr::parse("callerAsip:caller@exa}ple.com>;tag=323").is_err());
+    }
+
+    #[test]
+    fn via_display_re_parses() {
+        let v = Via::parse("SIP  / 2.0  / tcp  [2001:DB8::1] : 5061 ; branch = z9hG4bK1;rport")
+            .unwrap();
+        assert_eq!(v.transport, "TCP");
+        assert_eq!(v.host, "[2001:db8::1]");
+        assert_eq!(v.port, Some(5061));
+        assert_eq!(Via::parse(&v.to_string()).unwrap(), v);
+    }
 }

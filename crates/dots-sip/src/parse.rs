@@ -191,7 +191,24 @@ fn parse_head(head: &[u8]) -> Result<(StartLine, Headers), ParseError> {
     if first.contains('\r') {
         return Err(ParseError::bad("bare CR in start line"));
     }
-    let headers = parse_header_lines(rest)?;
+    let headers = match parse_header_lines(rest, true) {
+        Ok(h) => h,
+        Err(mut e) => {
+            // A malformed header line does not stop a server from answering
+            // 400 to a request: keep the lines that do parse.
+            if looks_like_request(first) {
+                e.partial = lenient_request_line(first).map(|(method, uri)| {
+                    Box::new(Request {
+                        method,
+                        uri,
+                        headers: parse_header_lines(rest, false).unwrap_or_default(),
+                        body: Vec::new(),
+                    })
+                });
+            }
+            return Err(e);
+        }
+    };
     match parse_start_line(first) {
         Ok(start) => Ok((start, headers)),
         Err(mut e) => {
@@ -243,18 +260,25 @@ fn lenient_request_line(line: &str) -> Option<(Method, Uri)> {
 }
 
 /// Parses the header lines that follow the start line: unfolds continuation
-/// lines (RFC 3261 §7.3.1) and splits comma-separated list headers.
-fn parse_header_lines(text: &str) -> Result<Headers, ParseError> {
+/// lines (RFC 3261 §7.3.1) and splits comma-separated list headers. When
+/// not `strict`, malformed lines are skipped instead of failing.
+fn parse_header_lines(text: &str, strict: bool) -> Result<Headers, ParseError> {
     let mut headers = Headers(Vec::with_capacity(16));
     let mut current: Option<Cow<'_, str>> = None;
     for raw in text.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.contains('\r') {
-            return Err(ParseError::bad("bare CR in header section"));
+            if strict {
+                return Err(ParseError::bad("bare CR in header section"));
+            }
+            continue;
         }
         if line.starts_with([' ', '\t']) {
             let Some(prev) = current.as_mut() else {
-                return Err(ParseError::bad("continuation line without header"));
+                if strict {
+                    return Err(ParseError::bad("continuation line without header"));
+                }
+                continue;
             };
             let prev = prev.to_mut();
             prev.push(' ');
@@ -262,14 +286,20 @@ fn parse_header_lines(text: &str) -> Result<Headers, ParseError> {
             continue;
         }
         if let Some(done) = current.take() {
-            push_header(&mut headers, &done)?;
+            match push_header(&mut headers, &done) {
+                Err(e) if strict => return Err(e),
+                _ => {}
+            }
         }
         if !line.is_empty() {
             current = Some(Cow::Borrowed(line));
         }
     }
     if let Some(done) = current {
-        push_header(&mut headers, &done)?;
+        match push_header(&mut headers, &done) {
+            Err(e) if strict => return Err(e),
+            _ => {}
+        }
     }
     Ok(headers)
 }
@@ -504,4 +534,104 @@ fn validate_headers(headers: &Headers, method: Option<&Method>) -> Result<(), St
         return Err("From, To, Call-ID and CSeq must each appear exactly once".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SipMessage;
+
+    const HEADERS: &str = "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+        From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\n\
+        Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n";
+
+    fn msg(start: &str, extra: &str) -> Vec<u8> {
+        format!("{start}\r\n{HEADERS}{extra}Content-Length: 0\r\n\r\n").into_bytes()
+    }
+
+    #[test]
+    fn bad_request_line_still_yields_a_partial_request() {
+        for start in [
+            "OPTIONS  sip:b@example.com  SIP/2.0",
+            "OPTIONS sip:b@example.com SIP/2.0 ",
+            "OPTIONS <sip:b@example.com> SIP/2.0",
+            "OPTIONS sip:b@example.com; lr SIP/2.0",
+        ] {
+            let e = parse_datagram(&msg(start, "")).unwrap_err();
+            assert_eq!(e.kind, ParseErrorKind::BadRequest, "{start}");
+            let p = e
+                .partial
+                .unwrap_or_else(|| panic!("no partial for {start:?}"));
+            assert_eq!(p.method, Method::Options);
+            assert_eq!(p.uri.host, "example.com");
+            assert_eq!(p.call_id(), Some("c1"));
+            assert_eq!(p.top_via().unwrap().branch(), Some("z9hG4bK1"));
+        }
+        // No partial when the start line cannot be read at all.
+        let e = parse_datagram(&msg("garbage", "")).unwrap_err();
+        assert!(e.partial.is_none());
+    }
+
+    #[test]
+    fn malformed_header_line_keeps_the_others_in_partial() {
+        let e = parse_datagram(&msg(
+            "OPTIONS sip:b@example.com SIP/2.0",
+            "no colon here\r\n",
+        ))
+        .unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::BadRequest);
+        let p = e.partial.unwrap();
+        assert_eq!(p.cseq().unwrap().seq, 1);
+        assert!(p.headers.get_named("no colon here").is_none());
+    }
+
+    #[test]
+    fn version_505_keeps_partial_and_responses_never_have_one() {
+        let e = parse_datagram(&msg("OPTIONS sip:b@example.com SIP/3.0", "")).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::VersionNotSupported);
+        assert_eq!(e.partial.unwrap().method, Method::Options);
+        let e = parse_datagram(&msg("SIP/3.0 200 OK", "")).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::VersionNotSupported);
+        assert!(e.partial.is_none());
+    }
+
+    #[test]
+    fn version_token_is_case_insensitive() {
+        let m = parse_datagram(&msg("OPTIONS sip:b@example.com sip/2.0", "")).unwrap();
+        assert!(matches!(m, Message::Request(_)));
+        let m = parse_datagram(&msg("sip/2.0 200 OK", "")).unwrap();
+        assert!(matches!(m, Message::Response(ref r) if r.code == 200 && r.reason == "OK"));
+    }
+
+    #[test]
+    fn folding_and_lf_only_line_ends() {
+        let text = "OPTIONS sip:b@example.com SIP/2.0\n\
+            Via: SIP/2.0/UDP h;\n\tbranch=z9hG4bK1,\n SIP/2.0/TCP g\n\
+            From: <sip:a@example.com>;tag=1\nTo: <sip:b@example.com>\n\
+            Call-ID: c1\nCSeq: 1\n  OPTIONS\nX-Long: a\n b\n\nbody";
+        let Message::Request(r) = parse_datagram(text.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.vias().len(), 2);
+        assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bK1"));
+        assert_eq!(r.headers.get_named("x-long"), Some("a b"));
+        assert_eq!(r.body, b"body");
+    }
+
+    #[test]
+    fn stream_requires_content_length_and_frames_by_it() {
+        let mut wire = b"\r\n\r\n".to_vec();
+        wire.extend(msg("OPTIONS sip:b@example.com SIP/2.0", ""));
+        let (m, used) = parse_stream(&wire).unwrap();
+        assert_eq!(used, wire.len());
+        assert!(m.body().is_empty());
+        assert_eq!(
+            parse_stream(&wire[..wire.len() - 1]).unwrap_err().kind,
+            ParseErrorKind::Incomplete
+        );
+        let no_cl = format!("OPTIONS sip:b@example.com SIP/2.0\r\n{HEADERS}\r\n");
+        let e = parse_stream(no_cl.as_bytes()).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::BadRequest);
+        assert!(e.partial.is_some());
+    }
 }

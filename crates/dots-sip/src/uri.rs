@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::syntax::{parse_params, percent_decode, write_params};
+use crate::syntax::{percent_decode, write_params};
 
 /// The scheme of a URI.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -66,6 +66,13 @@ fn is_param_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"[]/:&+$-_.!~*'()%=".contains(&b)
 }
 
+/// `uric` (RFC 3261 §25.1) plus `[]` (IPv6 references) and `#`: what the
+/// scheme-specific part of an absolute URI may contain. Excludes `<`, `>`,
+/// `"` and white space, so that the URI can be enclosed in `<>`.
+fn is_opaque_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'();/?:@&=+$,%[]#".contains(&b)
+}
+
 fn is_header_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"[]/?:+$-_.!~*'()%=&".contains(&b)
 }
@@ -112,6 +119,9 @@ impl Uri {
                 if rest.is_empty() {
                     return Err(UriError("empty URI"));
                 }
+                if !rest.bytes().all(is_opaque_char) {
+                    return Err(UriError("bad character in URI"));
+                }
                 Ok(Uri {
                     scheme: Scheme::Other(other.to_string()),
                     user: None,
@@ -138,7 +148,7 @@ impl Uri {
         {
             return Err(UriError("bad telephone number"));
         }
-        let params = parse_params(params).ok_or(UriError("bad tel parameters"))?;
+        let params = parse_uri_params(params).ok_or(UriError("bad tel parameters"))?;
         Ok(Uri {
             scheme: Scheme::Tel,
             user: Some(number.to_string()),
@@ -194,19 +204,7 @@ impl Uri {
         if !is_valid_host(host) {
             return Err(UriError("bad host"));
         }
-        for piece in params.split(';').skip(1) {
-            if piece.is_empty() || !piece.bytes().all(is_param_char) {
-                return Err(UriError("bad URI parameter"));
-            }
-        }
-        let params = params
-            .split(';')
-            .skip(1)
-            .map(|p| match p.find('=') {
-                Some(i) => (p[..i].to_string(), Some(p[i + 1..].to_string())),
-                None => (p.to_string(), None),
-            })
-            .collect();
+        let params = parse_uri_params(params).ok_or(UriError("bad URI parameter"))?;
         Ok(Uri {
             scheme,
             user,
@@ -301,8 +299,15 @@ impl Uri {
                 return false;
             }
         }
-        // Parameters present in both must agree.
-        for (n, v) in &self.params {
+        // Parameters present in both must agree (the first occurrence of a
+        // name counts, as in `param`).
+        for (i, (n, v)) in self.params.iter().enumerate() {
+            if self.params[..i]
+                .iter()
+                .any(|(m, _)| m.eq_ignore_ascii_case(n))
+            {
+                continue;
+            }
             if let Some(ov) = other.param(n) {
                 let a = v.as_deref().map(str::to_ascii_lowercase);
                 let b = ov.map(str::to_ascii_lowercase);
@@ -313,6 +318,26 @@ impl Uri {
         }
         self.headers == other.headers
     }
+}
+
+/// Parses `;name[=value]...` URI parameters (no white space, no quoting).
+fn parse_uri_params(s: &str) -> Option<Vec<(String, Option<String>)>> {
+    if s.is_empty() {
+        return Some(Vec::new());
+    }
+    let s = s.strip_prefix(';')?;
+    s.split(';')
+        .map(|p| {
+            if p.is_empty() || !p.bytes().all(is_param_char) {
+                return None;
+            }
+            Some(match p.split_once('=') {
+                Some((n, v)) if !n.is_empty() => (n.to_string(), Some(v.to_string())),
+                Some(_) => return None,
+                None => (p.to_string(), None),
+            })
+        })
+        .collect()
 }
 
 /// Splits `host[:port]`, with IPv6 references in brackets.
@@ -383,5 +408,62 @@ impl std::str::FromStr for Uri {
     type Err = UriError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Uri::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_parameters_keep_equivalence_reflexive() {
+        // Found by fuzzing: the second `a` used to be compared with the first.
+        let u = Uri::parse("sip:host;a=x;a=y").unwrap();
+        assert!(u.equivalent(&u));
+        assert_eq!(u.param("a"), Some(Some("x")));
+    }
+
+    #[test]
+    fn opaque_uris_cannot_contain_angle_brackets_or_quotes() {
+        // Found by fuzzing: `<x:a>>` could not be enclosed in `<>` again.
+        assert!(Uri::parse("callerasip:caller@example.com>").is_err());
+        assert!(Uri::parse("urn:\"x\"").is_err());
+        let u = Uri::parse("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6").unwrap();
+        assert_eq!(
+            u.to_string(),
+            "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+        );
+        assert_eq!(u.scheme, Scheme::Other("urn".into()));
+    }
+
+    #[test]
+    fn tel_parameters_are_plain_paramchars() {
+        assert!(Uri::parse("tel:+1;x=\"a>b\"").is_err());
+        let u = Uri::parse("tel:+1-555-0100;phone-context=example.com").unwrap();
+        assert_eq!(u.user.as_deref(), Some("+1-555-0100"));
+        assert_eq!(u.param("phone-context"), Some(Some("example.com")));
+        assert_eq!(Uri::parse(&u.to_string()).unwrap(), u);
+    }
+
+    #[test]
+    fn empty_parameter_names_are_rejected() {
+        assert!(Uri::parse("sip:host;=x").is_err());
+        assert!(Uri::parse("sip:host;").is_err());
+        assert!(Uri::parse("sip:host;;lr").is_err());
+    }
+
+    #[test]
+    fn sip_uri_round_trips() {
+        for s in [
+            "sip:user:pw@[2001:db8::1]:5060;transport=tcp;lr?subject=x&h=%41",
+            "sips:alice@example.com",
+            "sip:user;par=u%40example.net@example.com",
+            "sip:%00@host5.example.com",
+        ] {
+            let u = Uri::parse(s).unwrap();
+            assert_eq!(u.to_string(), s);
+            assert_eq!(Uri::parse(&u.to_string()).unwrap(), u);
+            assert!(u.equivalent(&u));
+        }
     }
 }
