@@ -39,6 +39,8 @@ pub struct SipConfig {
     pub open: bool,
     /// Digest authentication realm.
     pub realm: String,
+    /// Digest algorithms offered, most preferred first ("SHA-256", "MD5").
+    pub digest_algorithms: Vec<String>,
     /// Maximum simultaneous TCP/TLS connections.
     pub max_connections: usize,
 }
@@ -81,6 +83,7 @@ impl Default for SipConfig {
             domains: Vec::new(),
             open: false,
             realm: "dots".into(),
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             max_connections: 10_000,
         }
     }

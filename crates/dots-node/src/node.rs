@@ -130,6 +130,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     engine_config.domains = config.sip.domains.clone();
     engine_config.open = config.sip.open;
     engine_config.realm = config.sip.realm.clone();
+    for alg in &config.sip.digest_algorithms {
+        if !["SHA-256", "MD5"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(alg))
+        {
+            anyhow::bail!("unsupported digest algorithm {alg:?} (use SHA-256 and/or MD5)");
+        }
+    }
+    if config.sip.digest_algorithms.is_empty() {
+        anyhow::bail!("no digest algorithm configured: offer at least one of SHA-256, MD5");
+    }
+    engine_config.digest_algorithms = config.sip.digest_algorithms.clone();
     engine_config.registrar = RegistrarConfig {
         min_expires: config.registrar.min_expires,
         max_expires: config.registrar.max_expires,

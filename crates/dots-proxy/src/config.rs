@@ -40,6 +40,10 @@ pub struct EngineConfig {
     pub open: bool,
     /// Digest realm.
     pub realm: String,
+    /// Digest algorithms offered in challenges, most preferred first
+    /// ("SHA-256", "MD5"). RFC 8760 clients take the first they support;
+    /// some (SIPp) only look at the first challenge, hence the knob.
+    pub digest_algorithms: Vec<String>,
     pub registrar: RegistrarConfig,
     pub timers: TimerConfig,
     /// RFC 3261 Timer C: how long an INVITE branch may ring (ms).
@@ -69,6 +73,7 @@ impl EngineConfig {
             domains: Vec::new(),
             open: false,
             realm: "dots".into(),
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             registrar: RegistrarConfig::default(),
             timers: TimerConfig::default(),
             timer_c: 180_000,

@@ -510,11 +510,17 @@ impl Engine {
         } else {
             HeaderName::WwwAuthenticate
         };
+        let offered = self.auth.challenge(now, stale);
         let extra: Vec<(HeaderName, String)> = self
-            .auth
-            .challenge(now, stale)
-            .into_iter()
-            .map(|v| (header, v))
+            .config
+            .digest_algorithms
+            .iter()
+            .filter_map(|alg| {
+                offered
+                    .iter()
+                    .find(|c| challenge_algorithm(c).eq_ignore_ascii_case(alg))
+            })
+            .map(|v| (header, v.clone()))
             .collect();
         self.reply(now, id, req, code, None, &extra);
     }
@@ -1143,6 +1149,18 @@ fn apply_received(req: &mut Request, source: Peer) -> Peer {
         addr: SocketAddr::new(source.addr.ip(), via.port.unwrap_or(default)),
         ..source
     }
+}
+
+/// The algorithm a Digest challenge names (MD5 when absent).
+fn challenge_algorithm(challenge: &str) -> String {
+    dots_registrar::parse_digest_params(challenge)
+        .and_then(|params| {
+            params
+                .into_iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("algorithm"))
+                .map(|(_, v)| v)
+        })
+        .unwrap_or_else(|| "MD5".into())
 }
 
 /// Keeps a parse error short and printable for a reason phrase.

@@ -64,6 +64,11 @@ struct NodeArgs {
     /// Digest authentication realm [default: dots].
     #[arg(long)]
     realm: Option<String>,
+    /// Digest algorithms to offer, most preferred first, comma-separated
+    /// [default: SHA-256,MD5]. Put MD5 first for clients that only read the
+    /// first challenge (SIPp).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    digest_algorithms: Option<Vec<String>>,
     /// Accept REGISTER (and calls) WITHOUT authentication. For development
     /// and benchmarks only.
     #[arg(long)]
@@ -169,6 +174,9 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(r) = args.realm {
         config.sip.realm = r;
+    }
+    if let Some(list) = args.digest_algorithms {
+        config.sip.digest_algorithms = list;
     }
     if args.open {
         config.sip.open = true;
