@@ -532,10 +532,16 @@ impl fmt::Display for NameAddr {
         if let Some(dn) = &self.display_name {
             out.push('"');
             for c in dn.chars() {
-                if c == '"' || c == '\\' {
-                    out.push('\\');
+                match c {
+                    // A line break cannot be quoted: never let it end the header.
+                    '\r' | '\n' => out.push(' '),
+                    // qdtext excludes other controls; quoted-pair carries them.
+                    '"' | '\\' | '\0'..='\x08' | '\x0b'..='\x1f' | '\x7f' => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c => out.push(c),
                 }
-                out.push(c);
             }
             out.push_str("\" ");
         }
@@ -660,6 +666,12 @@ mod tests {
             let na = NameAddr::parse(s).unwrap();
             assert_eq!(NameAddr::parse(&na.to_string()).unwrap(), na, "{s}");
         }
+        // Controls are escaped, line breaks cannot be injected.
+        let mut na = NameAddr::parse("\"BEL:\\\x07 NUL:\\\0\" <sip:a@b>").unwrap();
+        assert_eq!(na.display_name.as_deref(), Some("BEL:\x07 NUL:\0"));
+        assert_eq!(na.to_string(), "\"BEL:\\\x07 NUL:\\\0\" <sip:a@b>");
+        na.display_name = Some("x\r\nVia: evil".into());
+        assert_eq!(na.to_string(), "\"x  Via: evil\" <sip:a@b>");
         // Found by fuzzing: an opaque URI ending in '>' in addr-spec form.
         assert!(NameAddr::parse("callerAsip:caller@exa}ple.com>;tag=323").is_err());
     }

@@ -181,7 +181,7 @@ impl Response {
         out.extend_from_slice(b"SIP/2.0 ");
         out.extend_from_slice(self.code.to_string().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(self.reason.as_bytes());
+        push_single_line(&mut out, &self.reason);
         out.extend_from_slice(b"\r\n");
         write_headers_and_body(&mut out, &self.headers, &self.body);
         out
@@ -241,14 +241,29 @@ impl Message {
     }
 }
 
+/// Writes text that must stay on one line: CR and LF (which parsed messages
+/// never contain, but values set by code might) become spaces, so that no
+/// value can end its header line and inject another.
+fn push_single_line(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    if !bytes.iter().any(|&b| b == b'\r' || b == b'\n') {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.extend(bytes.iter().map(|&b| match b {
+        b'\r' | b'\n' => b' ',
+        b => b,
+    }));
+}
+
 fn write_headers_and_body(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
     for h in headers.iter() {
         if h.kind == HeaderName::ContentLength {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
+        push_single_line(out, &h.name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.as_bytes());
+        push_single_line(out, &h.value);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: ");
@@ -312,5 +327,51 @@ pub fn default_reason(code: u16) -> &'static str {
         604 => "Does Not Exist Anywhere",
         606 => "Not Acceptable",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_datagram;
+
+    #[test]
+    fn values_set_by_code_cannot_inject_header_lines() {
+        let mut req = Request::new(Method::Options, Uri::sip(None, "example.com", None));
+        req.headers
+            .push(HeaderName::Via, "SIP/2.0/UDP h;branch=z9hG4bK1");
+        req.headers
+            .push(HeaderName::From, "<sip:a@example.com>;tag=1");
+        req.headers.push(HeaderName::To, "<sip:b@example.com>");
+        req.headers.push(HeaderName::CallId, "c1");
+        req.headers.push(HeaderName::CSeq, "1 OPTIONS");
+        req.headers
+            .push(HeaderName::Subject, "hi\r\nVia: SIP/2.0/UDP evil");
+        let Message::Request(back) = parse_datagram(&req.to_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(back.vias().len(), 1);
+        assert_eq!(
+            back.headers.get(HeaderName::Subject),
+            Some("hi  Via: SIP/2.0/UDP evil")
+        );
+        let mut resp = req.make_response(200, Some("OK\r\nX: y"));
+        resp.body = b"x".to_vec();
+        let text = resp.to_bytes();
+        assert!(text.starts_with(b"SIP/2.0 200 OK  X: y\r\n"));
+        assert!(text.ends_with(b"Content-Length: 1\r\n\r\nx"));
+    }
+
+    #[test]
+    fn eq_ignoring_content_length_ignores_only_content_length() {
+        let raw = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nl: 2\r\nFrom: <sip:a@b>;tag=1\r\n\
+            To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\nhi";
+        let m = parse_datagram(raw).unwrap();
+        let again = parse_datagram(&m.to_bytes()).unwrap();
+        assert_ne!(m, again, "Content-Length moved and renamed");
+        assert!(m.eq_ignoring_content_length(&again));
+        let mut other = again.clone();
+        other.headers_mut().push(HeaderName::Subject, "x");
+        assert!(!m.eq_ignoring_content_length(&other));
     }
 }
