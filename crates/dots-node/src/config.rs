@@ -39,7 +39,7 @@ pub struct SipConfig {
     pub open: bool,
     /// Digest authentication realm.
     pub realm: String,
-    /// Digest algorithms offered, most preferred first ("SHA-256", "MD5").
+    /// Digest algorithms offered, most preferred first ("MD5", "SHA-256").
     pub digest_algorithms: Vec<String>,
     /// Maximum simultaneous TCP/TLS connections.
     pub max_connections: usize,
@@ -83,7 +83,7 @@ impl Default for SipConfig {
             domains: Vec::new(),
             open: false,
             realm: "dots".into(),
-            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
             max_connections: 10_000,
         }
     }

@@ -41,8 +41,10 @@ pub struct EngineConfig {
     /// Digest realm.
     pub realm: String,
     /// Digest algorithms offered in challenges, most preferred first
-    /// ("SHA-256", "MD5"). RFC 8760 clients take the first they support;
-    /// some (SIPp) only look at the first challenge, hence the knob.
+    /// ("MD5", "SHA-256"). RFC 8760 clients take the first they support,
+    /// but many deployed ones (SIPp, JsSIP) read only the first challenge
+    /// and know only MD5, and some (baresip 1.x) give up on any SHA-256
+    /// challenge: hence MD5 first by default, and the knob.
     pub digest_algorithms: Vec<String>,
     pub registrar: RegistrarConfig,
     pub timers: TimerConfig,
@@ -73,7 +75,7 @@ impl EngineConfig {
             domains: Vec::new(),
             open: false,
             realm: "dots".into(),
-            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
             registrar: RegistrarConfig::default(),
             timers: TimerConfig::default(),
             timer_c: 180_000,

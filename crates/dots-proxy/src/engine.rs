@@ -456,7 +456,8 @@ impl Engine {
                 }
                 AuthOutcome::Missing => return self.challenge(now, id, req, 401, false),
                 AuthOutcome::Stale => return self.challenge(now, id, req, 401, true),
-                AuthOutcome::Rejected { .. } => {
+                AuthOutcome::Rejected { reason } => {
+                    tracing::info!(user = %user, reason, "REGISTER authentication failed");
                     self.stats.auth_failures += 1;
                     return self.reply(now, id, req, 403, None, &[]);
                 }
@@ -489,7 +490,8 @@ impl Engine {
                 self.challenge(now, id, req, 407, true);
                 Some(false)
             }
-            AuthOutcome::Authenticated { .. } | AuthOutcome::Rejected { .. } => {
+            outcome @ (AuthOutcome::Authenticated { .. } | AuthOutcome::Rejected { .. }) => {
+                tracing::info!(from = ?from_user, ?outcome, "caller authentication failed");
                 self.stats.auth_failures += 1;
                 self.reply(now, id, req, 403, None, &[]);
                 Some(false)

@@ -65,8 +65,9 @@ struct NodeArgs {
     #[arg(long)]
     realm: Option<String>,
     /// Digest algorithms to offer, most preferred first, comma-separated
-    /// [default: SHA-256,MD5]. Put MD5 first for clients that only read the
-    /// first challenge (SIPp).
+    /// [default: MD5,SHA-256, the order most deployed phones cope with].
+    /// Use "MD5" alone for clients that give up on any SHA-256 challenge
+    /// (baresip 1.x), "SHA-256,MD5" when all phones are RFC 8760 aware.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     digest_algorithms: Option<Vec<String>>,
     /// Accept REGISTER (and calls) WITHOUT authentication. For development
