@@ -96,7 +96,11 @@ fn binding_survives_kill_9() {
 
 #[test]
 fn accounts_survive_restart_and_sigterm_exits_zero() {
-    let mut node = Node::start(NodeConfig::with_auth().user("alice", "pw-of-alice"));
+    let mut node = Node::start(
+        NodeConfig::with_auth()
+            .md5_first()
+            .user("alice", "pw-of-alice"),
+    );
     let status = node.terminate().expect("the node did not exit on SIGTERM");
     assert_eq!(status.code(), Some(0), "exit status on SIGTERM: {status}");
     node.restart();

@@ -36,14 +36,22 @@ fn register_over_tcp() {
 
 #[test]
 fn register_with_digest() {
-    let node = Node::start(NodeConfig::with_auth().user("alice", "s3cret-pw"));
+    let node = Node::start(
+        NodeConfig::with_auth()
+            .md5_first()
+            .user("alice", "s3cret-pw"),
+    );
     let contact = format!("{LOCALHOST}:{}", free_port());
     register_auth(&node, "alice", "s3cret-pw", &contact, Transport::Udp).assert_ok(1);
 }
 
 #[test]
 fn register_with_wrong_password_is_refused() {
-    let node = Node::start(NodeConfig::with_auth().user("alice", "s3cret-pw"));
+    let node = Node::start(
+        NodeConfig::with_auth()
+            .md5_first()
+            .user("alice", "s3cret-pw"),
+    );
     let contact = format!("{LOCALHOST}:{}", free_port());
     Sipp::new("register-wrong-pw", "register_auth_wrong.xml")
         .remote(&node.sip_addr())
@@ -104,6 +112,7 @@ fn call_with_bye_tcp() {
 fn call_with_digest_on_both_sides() {
     let node = Node::start(
         NodeConfig::with_auth()
+            .md5_first()
             .user("alice", "alice-pw")
             .user("bob", "bob-pw"),
     );
@@ -118,6 +127,7 @@ fn call_with_digest_on_both_sides() {
     .assert_ok(1);
     caller(&node, "uac_call_auth.xml", "alice", "bob")
         .auth("alice", "alice-pw")
+        .auth_uri("bob@127.0.0.1")
         .run()
         .assert_ok(1);
     uas.wait().assert_ok(1);
@@ -144,11 +154,13 @@ fn call_cancelled_before_answer() {
 fn call_to_user_with_account_but_no_binding_is_480() {
     let node = Node::start(
         NodeConfig::with_auth()
+            .md5_first()
             .user("alice", "alice-pw")
             .user("bob", "bob-pw"),
     );
     caller(&node, "invite_auth_480.xml", "alice", "bob")
         .auth("alice", "alice-pw")
+        .auth_uri("bob@127.0.0.1")
         .run()
         .assert_ok(1);
 }

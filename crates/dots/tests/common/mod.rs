@@ -197,6 +197,9 @@ pub struct NodeConfig {
     pub users: Vec<(String, String)>,
     /// `--domain` names.
     pub domains: Vec<String>,
+    /// `--digest-algorithms`: the challenges offered, most preferred first
+    /// (the node's default is SHA-256 then MD5).
+    pub digest_algorithms: Option<String>,
 }
 
 impl NodeConfig {
@@ -209,6 +212,20 @@ impl NodeConfig {
 
     pub fn with_auth() -> Self {
         NodeConfig::default()
+    }
+
+    /// Offer the MD5 challenge first: SIPp 3.6 answers only the first
+    /// challenge of a 401/407, and only with MD5.
+    pub fn md5_first(mut self) -> Self {
+        self.digest_algorithms = Some("MD5,SHA-256".to_string());
+        self
+    }
+
+    /// Offer only the MD5 challenge: baresip 1.0 (libre 1.1) gives up on a
+    /// 401 as soon as any challenge names another algorithm.
+    pub fn md5_only(mut self) -> Self {
+        self.digest_algorithms = Some("MD5".to_string());
+        self
     }
 
     pub fn user(mut self, name: &str, password: &str) -> Self {
@@ -293,6 +310,9 @@ impl Node {
             .arg(format!("{LOCALHOST}:{}", self.http_port));
         if self.config.open {
             cmd.arg("--open");
+        }
+        if let Some(algs) = &self.config.digest_algorithms {
+            cmd.arg("--digest-algorithms").arg(algs);
         }
         for d in &self.config.domains {
             cmd.arg("--domain").arg(d);
@@ -513,6 +533,13 @@ impl Sipp {
     /// Digest credentials for `[authentication]` (`-au`, `-ap`).
     pub fn auth(self, user: &str, password: &str) -> Self {
         self.arg("-au").arg(user).arg("-ap").arg(password)
+    }
+
+    /// `-auth_uri`: the digest-uri of `[authentication]`, which SIPp
+    /// otherwise sets to the remote address ("sip:IP:PORT"), not to the
+    /// Request-URI: pass "user@host" of the Request-URI for an INVITE.
+    pub fn auth_uri(self, uri: &str) -> Self {
+        self.arg("-auth_uri").arg(uri)
     }
 
     pub fn arg(mut self, a: &str) -> Self {
