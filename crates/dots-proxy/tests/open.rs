@@ -71,7 +71,7 @@ fn call_goes_through_with_record_route_and_loose_routed_ack_and_bye() {
         assert_eq!(branch_of(r), branch_of(&inv));
     }
     let ok = sim.ua(alice).last_response(Method::Invite).clone();
-    assert_eq!(to_tag(&ok).as_deref(), Some("bob-tag"));
+    assert_eq!(to_tag(&ok).as_deref(), Some("bob-5071"));
     assert_eq!(headers_all(&ok, HeaderName::RecordRoute), vec![NODE_RR]);
 
     // The ACK went to the node with a Route, and reached bob with the
@@ -146,7 +146,7 @@ fn message_reaches_the_registered_ua_and_its_200_comes_back() {
     // A non-INVITE gets no 100 from the node; the 200 is bob's.
     assert_eq!(sim.ua(alice).codes(Method::Message), vec![200]);
     let ok = sim.ua(alice).last_response(Method::Message);
-    assert_eq!(to_tag(ok).as_deref(), Some("bob-tag"));
+    assert_eq!(to_tag(ok).as_deref(), Some("bob-5071"));
     assert_eq!(ok.vias().len(), 1);
     assert_eq!(branch_of(ok), branch_of(&sent));
 }

@@ -238,7 +238,7 @@ impl Ua {
             answers_cancel: true,
             retransmits: true,
             dialogs: Vec::new(),
-            tag: format!("{user}-tag"),
+            tag: format!("{user}-{port}"),
             counter: 0,
             cseq: 0,
             answered: HashMap::new(),
@@ -910,6 +910,20 @@ impl Sim {
             self.step_to(t);
         }
         self.now = target;
+    }
+
+    /// Jumps from wake-up to wake-up until `done` holds; false if it still
+    /// does not after `max_ms` simulated milliseconds.
+    pub fn run_until(&mut self, max_ms: u64, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        self.settle();
+        let limit = self.now + max_ms;
+        while !done(self) {
+            match self.next_wakeup() {
+                Some(t) if t <= limit => self.step_to(t),
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Nothing in flight, no transaction left, no UA retransmitting.
