@@ -245,28 +245,39 @@ pub struct Node {
     starts: u32,
 }
 
-/// Runs `dots user add NAME --password PW --data-dir DIR`.
-pub fn user_add(data_dir: &Path, name: &str, password: &str) {
+/// Runs `dots user ARGS... --data-dir DIR`; returns (success, stdout+stderr).
+pub fn dots_user(data_dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(dots_bin())
-        .args(["user", "add", name, "--password", password, "--data-dir"])
+        .arg("user")
+        .args(args)
+        .arg("--data-dir")
         .arg(data_dir)
         .stdin(Stdio::null())
         .output()
-        .expect("run dots user add");
-    assert!(
-        out.status.success(),
-        "dots user add {name} failed ({}):\n{}{}",
-        out.status,
+        .expect("run dots user");
+    let text = format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    (out.status.success(), text)
+}
+
+/// Runs `dots user add NAME --password PW --data-dir DIR`.
+pub fn user_add(data_dir: &Path, name: &str, password: &str) {
+    let (ok, text) = dots_user(data_dir, &["add", name, "--password", password]);
+    assert!(ok, "dots user add {name} failed:\n{text}");
 }
 
 impl Node {
     /// Creates the data dir and the accounts, starts the node and waits
     /// until `/healthz` answers 200.
     pub fn start(config: NodeConfig) -> Node {
-        let data_dir = scratch_dir("node");
+        Node::start_in(scratch_dir("node"), config)
+    }
+
+    /// Like `start`, on an existing data dir (removed when the node drops).
+    pub fn start_in(data_dir: PathBuf, config: NodeConfig) -> Node {
         for (name, pw) in &config.users {
             user_add(&data_dir, name, pw);
         }
