@@ -244,3 +244,42 @@ fn call_forks_to_all_contacts_and_cancels_the_loser() {
     answering.wait().assert_ok(1);
     ringing.wait().assert_ok(1);
 }
+
+#[test]
+fn cancel_of_a_forked_call_reaches_every_contact() {
+    let node = Node::start(NodeConfig::open());
+    let desk = callee("erin-desk", "uas_ring.xml", Transport::Udp);
+    let mobile = callee("erin-mobile", "uas_ring.xml", Transport::Udp);
+    for uas in [&desk, &mobile] {
+        register_open(
+            &node,
+            "erin",
+            &format!("{LOCALHOST}:{}", uas.port),
+            Transport::Udp,
+        )
+        .assert_ok(1);
+    }
+    caller(&node, "uac_cancel.xml", "alice", "erin")
+        .run()
+        .assert_ok(1);
+    desk.wait().assert_ok(1);
+    mobile.wait().assert_ok(1);
+}
+
+#[test]
+fn call_from_udp_caller_to_tcp_callee() {
+    let node = Node::start(NodeConfig::open());
+    let uas = callee("bob-on-tcp", "uas_answer.xml", Transport::Tcp);
+    register_open(
+        &node,
+        "bob",
+        &format!("{LOCALHOST}:{}", uas.port),
+        Transport::Tcp,
+    )
+    .assert_ok(1);
+    caller(&node, "uac_call.xml", "alice", "bob")
+        .transport(Transport::Udp)
+        .run()
+        .assert_ok(1);
+    uas.wait().assert_ok(1);
+}
