@@ -40,6 +40,9 @@ struct ProxyCall {
     active: usize,
     server_gone: bool,
     timer_c: Option<Millis>,
+    /// When branches still without a final response after their CANCEL are
+    /// given up (RFC 3261 §9.1: 64*T1 after the CANCEL).
+    give_up_at: Option<Millis>,
 }
 
 #[derive(Debug)]
@@ -185,13 +188,17 @@ impl Engine {
                 break;
             }
             self.timer_c.pop();
-            let due = self
-                .calls
-                .get(&id)
-                .and_then(|c| c.timer_c)
-                .is_some_and(|t| t <= now);
+            let (due, give_up) = self.calls.get(&id).map_or((false, false), |c| {
+                (
+                    c.timer_c.is_some_and(|t| t <= now),
+                    c.give_up_at.is_some_and(|t| t <= now),
+                )
+            });
             if due {
                 self.cancel_call(now, id);
+            }
+            if give_up {
+                self.give_up_branches(now, id);
             }
         }
         if self
@@ -628,6 +635,7 @@ impl Engine {
                 cancelled: false,
                 server_gone: false,
                 timer_c,
+                give_up_at: None,
             },
         );
     }
@@ -715,9 +723,46 @@ impl Engine {
             .filter(|b| b.final_code.is_none())
             .map(|b| b.client)
             .collect();
+        if pending.is_empty() {
+            return;
+        }
         for client in pending {
             self.txn.cancel(now, client);
         }
+        // §9.1: a branch that sends no final response within 64*T1 of the
+        // CANCEL is considered cancelled. Without this a UAS that ignores
+        // CANCEL would hold the call (and the caller) forever.
+        let at = now + 64 * self.config.timers.t1;
+        if let Some(call) = self.calls.get_mut(&server) {
+            if call.give_up_at.is_none() {
+                call.give_up_at = Some(at);
+                self.timer_c.push(Reverse((at, server)));
+            }
+        }
+    }
+
+    /// The CANCEL of these branches went unanswered: count each as a 408
+    /// (as §16.8 does for a silent branch), send the best final response
+    /// upstream if none was sent, and stop tracking them.
+    fn give_up_branches(&mut self, now: Millis, server: TxnId) {
+        let Some(call) = self.calls.get_mut(&server) else {
+            return;
+        };
+        call.give_up_at = None;
+        let stuck: Vec<TxnId> = call
+            .branches
+            .iter()
+            .filter(|b| b.final_code.is_none())
+            .map(|b| b.client)
+            .collect();
+        for client in stuck {
+            self.on_branch_response(now, client, None, 408);
+            self.branch_of.remove(&client);
+            if let Some(call) = self.calls.get_mut(&server) {
+                call.active = call.active.saturating_sub(1);
+            }
+        }
+        self.maybe_forget(server);
     }
 
     fn cancel_call(&mut self, now: Millis, server: TxnId) {
