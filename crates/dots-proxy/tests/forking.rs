@@ -398,3 +398,141 @@ fn responses_travel_back_along_the_vias() {
     assert_eq!(sim.ua(bob1).requests(Method::Ack).len(), 1);
     assert_eq!(sim.ua(bob2).requests(Method::Cancel).len(), 1);
 }
+
+#[test]
+fn every_2xx_of_a_forked_invite_is_forwarded() {
+    // §16.7 step 5: a 2xx is forwarded at once, even after another 2xx.
+    let (mut sim, alice, bob1, bob2) = two_contacts(&[200], &[200]);
+    sim.invite(alice, "sip:bob@127.0.0.1");
+    sim.run_until_idle();
+    let tags: Vec<String> = sim
+        .ua(alice)
+        .finals(Method::Invite)
+        .iter()
+        .filter(|r| r.code == 200)
+        .map(|r| to_tag(*r).unwrap())
+        .collect();
+    assert_eq!(tags, ["bob-5071", "bob-5072"]);
+    assert_eq!(sim.ua(alice).dialogs.len(), 2);
+    assert_eq!(sim.ua(bob1).requests(Method::Ack).len(), 1);
+    assert_eq!(sim.ua(bob2).requests(Method::Ack).len(), 1);
+}
+
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    // §9.1: a CANCEL must not be sent before a provisional response.
+    let mut sim = Sim::open();
+    let alice = sim.add_ua("alice", 5070);
+    let bob = sim.add_ua("bob", 5071);
+    sim.register(bob, 3600);
+    sim.ua_mut(bob).on_invite = vec![];
+    let inv = sim.invite(alice, "sip:bob@127.0.0.1");
+    let cancel = sim.ua(alice).cancel_draft(&inv);
+    sim.send(alice, &cancel);
+    assert_eq!(sim.ua(alice).codes(Method::Cancel), vec![200]);
+    sim.advance(2_000);
+    assert!(sim.ua(bob).requests(Method::Cancel).is_empty());
+
+    sim.answer(bob, 180);
+    let fwd = the_invite(&sim, bob);
+    let cancels = sim.ua(bob).requests(Method::Cancel);
+    assert_eq!(cancels.len(), 1, "the CANCEL follows the provisional");
+    assert_cancels(cancels[0], &fwd);
+    sim.run_until_idle();
+    let finals = sim.ua(alice).finals(Method::Invite);
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].code, 487);
+}
+
+#[test]
+fn timer_c_without_a_provisional_acts_as_408() {
+    // §16.8: Timer C on a branch that sent nothing: behave as if a 408 was
+    // received.
+    let mut cfg = config(true);
+    cfg.timer_c = 5_000;
+    let mut sim = Sim::new(cfg);
+    let alice = sim.add_ua("alice", 5070);
+    let bob = sim.add_ua("bob", 5071);
+    sim.register(bob, 3600);
+    sim.ua_mut(bob).on_invite = vec![];
+    let t0 = sim.now;
+    sim.invite(alice, "sip:bob@127.0.0.1");
+    sim.run_until_idle();
+    let finals = sim.ua(alice).responses_at(Method::Invite);
+    let finals: Vec<_> = finals.iter().filter(|(_, r)| r.code >= 200).collect();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].1.code, 408);
+    assert!(finals[0].0 <= t0 + 64 * T1);
+}
+
+#[test]
+fn a_branch_that_never_answers_its_cancel_still_ends() {
+    // §16.8: when Timer C fires the proxy must reset it or end the client
+    // transaction; §9.1: with no final response 64*T1 after the CANCEL, the
+    // original transaction is considered cancelled. The caller is not left
+    // ringing forever.
+    let mut cfg = config(true);
+    cfg.timer_c = 5_000;
+    let mut sim = Sim::new(cfg);
+    let alice = sim.add_ua("alice", 5070);
+    let bob = sim.add_ua("bob", 5071);
+    sim.register(bob, 3600);
+    sim.ua_mut(bob).on_invite = vec![180];
+    sim.ua_mut(bob).answers_cancel = false;
+    let t0 = sim.now;
+    sim.invite(alice, "sip:bob@127.0.0.1");
+    let limit = 5_000 + 64 * T1 + 1_000;
+    assert!(
+        sim.run_until(limit, |s| !s.ua(alice).finals(Method::Invite).is_empty()),
+        "alice still ringing after {limit} ms: {:?}",
+        sim.ua(alice).codes(Method::Invite)
+    );
+    assert_eq!(sim.ua(bob).requests(Method::Cancel).len(), 1);
+    let finals = sim.ua(alice).responses_at(Method::Invite);
+    let (at, resp) = finals.last().unwrap();
+    assert!(matches!(resp.code, 408 | 487), "{}", resp.code);
+    assert!(
+        *at >= t0 + 5_000 + 64 * T1,
+        "not before 64*T1 after the CANCEL"
+    );
+    // The server transaction ends once alice ACKs the final.
+    sim.advance(64 * T1);
+    assert_eq!(sim.engine.transactions().0, 0);
+    assert_eq!(sim.ua(alice).finals(Method::Invite).len(), 1);
+}
+
+#[test]
+fn a_preloaded_route_to_the_node_is_popped_and_the_user_looked_up() {
+    let mut sim = Sim::open();
+    let alice = sim.add_ua("alice", 5070);
+    let bob = sim.add_ua("bob", 5071);
+    sim.register(bob, 3600);
+    let d = sim
+        .ua_mut(alice)
+        .draft("INVITE", "sip:bob@127.0.0.1", "<sip:bob@127.0.0.1>")
+        .header(format!("Route: {NODE_RR}"));
+    sim.send(alice, &d);
+    let fwd = the_invite(&sim, bob);
+    assert_eq!(fwd.uri.to_string(), "sip:bob@127.0.0.1:5071");
+    assert_eq!(fwd.headers.get(HeaderName::Route), None);
+    sim.run_until_idle();
+    assert_eq!(sim.ua(alice).finals(Method::Invite)[0].code, 200);
+}
+
+#[test]
+fn unregister_with_expires_zero_removes_the_binding() {
+    let mut sim = Sim::open();
+    let bob = sim.add_ua("bob", 5071);
+    sim.register(bob, 3600);
+    sim.engine.drain_binding_changes();
+    let d = sim.ua_mut(bob).register_draft(0);
+    sim.send(bob, &d);
+    let ok = sim.ua(bob).last_response(Method::Register);
+    assert_eq!(ok.code, 200);
+    assert!(headers_all(ok, HeaderName::Contact).is_empty());
+    assert_eq!(sim.engine.registrations(), (0, 0));
+    let changes = sim.engine.drain_binding_changes();
+    assert!(
+        matches!(&changes[..], [Change::Remove { contact_uri, .. }] if contact_uri == "sip:bob@127.0.0.1:5071")
+    );
+}
