@@ -346,7 +346,8 @@ impl TransactionLayer {
     }
 
     fn send_cancel(&mut self, now: Time, id: TxnId) {
-        let Some(txn) = self.clients.get(&id) else {
+        let cfg = self.config;
+        let Some(txn) = self.clients.get_mut(&id) else {
             return;
         };
         let Some(invite) = &txn.invite_request else {
@@ -354,6 +355,15 @@ impl TransactionLayer {
         };
         let cancel = build::cancel_for(invite);
         let dest = txn.dest;
+        // §9.1: if the INVITE gets no final response within 64*T1 of the
+        // CANCEL, the transaction is given up as if Timer B had fired;
+        // otherwise a callee that ignores the CANCEL would pin it forever.
+        self.timers.arm(
+            &mut txn.deadlines,
+            id,
+            Timer::B,
+            now.saturating_add(cfg.t1x64()),
+        );
         // This fails only when a CANCEL for this branch is already running
         // (the TU sent one itself), which already does the job.
         let _ = self.start_client(now, cancel, dest, true);

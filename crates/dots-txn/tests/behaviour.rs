@@ -118,13 +118,18 @@ fn cancel_timing_out_stays_inside_the_layer() {
     s.cancel(20, id);
     assert_eq!(s.layer.counts(), (0, 2));
     s.run_until(100_000);
-    // The CANCEL's Timer F fired unseen; the INVITE in Proceeding waits for
-    // the TU (Timer C is the proxy's).
+    // The CANCEL's Timer F fired unseen; the INVITE, still without a final
+    // response 64*T1 after its CANCEL, is given up (§9.1) so that a callee
+    // ignoring CANCEL cannot pin it.
     assert_eq!(
         names(&s.events),
-        vec![(10, format!("Response({},100)", id.0))]
+        vec![
+            (10, format!("Response({},100)", id.0)),
+            (32_020, format!("Timeout({})", id.0)),
+            (32_020, format!("Terminated({})", id.0)),
+        ]
     );
-    assert_eq!(s.layer.counts(), (0, 1));
+    assert_eq!(s.layer.counts(), (0, 0));
 }
 
 #[test]
