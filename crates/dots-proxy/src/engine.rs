@@ -418,7 +418,7 @@ impl Engine {
         if matches!(req.method, Method::Invite | Method::Message)
             && !self.config.open
             && !self.is_in_dialog(&req)
-            && self.from_local_user(&req)
+            && self.caller_is_local(&req)
             && self.authorize_caller(now, id, &req) != Some(true)
         {
             return;
@@ -483,7 +483,7 @@ impl Engine {
     /// Some(true) when authorised, Some(false) when a response was sent,
     /// None when the caller is not a local user at all.
     fn authorize_caller(&mut self, now: Millis, id: TxnId, req: &Request) -> Option<bool> {
-        if !self.from_local_user(req) {
+        if !self.caller_is_local(req) {
             return None;
         }
         let from_user = req.from().and_then(|f| f.uri.user_decoded());
@@ -1010,7 +1010,7 @@ impl Engine {
         self.local_hosts.contains(&via.host) && self.local_ports.contains(&via.port.unwrap_or(5060))
     }
 
-    fn from_local_user(&self, req: &Request) -> bool {
+    fn caller_is_local(&self, req: &Request) -> bool {
         req.from().is_some_and(|f| {
             matches!(f.uri.scheme, Scheme::Sip | Scheme::Sips)
                 && self.local_hosts.contains(&f.uri.host)
