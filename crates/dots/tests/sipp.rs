@@ -45,6 +45,15 @@ fn register_with_digest() {
     register_auth(&node, "alice", "s3cret-pw", &contact, Transport::Udp).assert_ok(1);
 }
 
+/// With its default challenges (no --digest-algorithms), the node must be
+/// usable by a client that answers only the first challenge, with MD5.
+#[test]
+fn register_with_digest_default_challenges() {
+    let node = Node::start(NodeConfig::with_auth().user("alice", "s3cret-pw"));
+    let contact = format!("{LOCALHOST}:{}", free_port());
+    register_auth(&node, "alice", "s3cret-pw", &contact, Transport::Udp).assert_ok(1);
+}
+
 #[test]
 fn register_with_wrong_password_is_refused() {
     let node = Node::start(
