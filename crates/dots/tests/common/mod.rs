@@ -200,6 +200,8 @@ pub struct NodeConfig {
     /// `--digest-algorithms`: the challenges offered, most preferred first
     /// (the node's default is SHA-256 then MD5).
     pub digest_algorithms: Option<String>,
+    /// `--sip-tls` on a port of its own (self-signed certificate).
+    pub tls: bool,
 }
 
 impl NodeConfig {
@@ -240,6 +242,8 @@ pub struct Node {
     pub config: NodeConfig,
     pub sip_port: u16,
     pub http_port: u16,
+    /// TLS listener port when `config.tls` is set.
+    pub tls_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     starts: u32,
@@ -287,6 +291,7 @@ impl Node {
             config,
             sip_port: free_port(),
             http_port: free_port(),
+            tls_port: free_port(),
             data_dir,
             log_path,
             starts: 0,
@@ -324,6 +329,10 @@ impl Node {
         }
         if let Some(algs) = &self.config.digest_algorithms {
             cmd.arg("--digest-algorithms").arg(algs);
+        }
+        if self.config.tls {
+            cmd.arg("--sip-tls")
+                .arg(format!("{LOCALHOST}:{}", self.tls_port));
         }
         for d in &self.config.domains {
             cmd.arg("--domain").arg(d);
