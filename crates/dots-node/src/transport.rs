@@ -16,6 +16,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 /// What the sockets hand to the engine loop.
+// Nearly every value is the large variant, so boxing it would only add an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub enum Inbound {
     Message(Result<Message, ParseError>, Peer),
     /// A connection to this peer could not be opened.
