@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{EngineConfig, Listener};
+use crate::overlay::{OverlayState, RemoteAttempt};
 use crate::stats::Stats;
 
 /// Methods the node accepts and forwards; sent in Allow.
@@ -43,6 +44,8 @@ struct ProxyCall {
     /// When branches still without a final response after their CANCEL are
     /// given up (RFC 3261 §9.1: 64*T1 after the CANCEL).
     give_up_at: Option<Millis>,
+    /// Set when the request went to another node because of a presence record.
+    remote: Option<RemoteAttempt>,
 }
 
 #[derive(Debug)]
@@ -53,11 +56,11 @@ struct ProxyBranch {
 
 /// Where a forwarded request goes.
 #[derive(Debug, Clone)]
-struct Target {
-    uri: Uri,
-    dest: Peer,
+pub(crate) struct Target {
+    pub(crate) uri: Uri,
+    pub(crate) dest: Peer,
     /// Route header values to put in front (a binding's Path).
-    routes: Vec<String>,
+    pub(crate) routes: Vec<String>,
 }
 
 /// The sans-I/O SIP node: registrar, authenticating stateful proxy and
@@ -80,6 +83,7 @@ pub struct Engine {
     branch_prefix: String,
     counter: u64,
     rng: StdRng,
+    pub(crate) overlay: OverlayState,
 }
 
 impl Engine {
@@ -124,6 +128,7 @@ impl Engine {
             branch_prefix,
             counter: 0,
             rng,
+            overlay: OverlayState::default(),
             config,
         }
     }
@@ -207,7 +212,9 @@ impl Engine {
             .next_expiry()
             .is_some_and(|t| t <= now)
         {
-            self.registrar.location.expire(now);
+            for change in self.registrar.location.expire(now) {
+                self.note_presence(change.aor(), now);
+            }
         }
         self.process(now);
     }
@@ -280,7 +287,7 @@ impl Engine {
 
     // ----- event loop -------------------------------------------------------
 
-    fn process(&mut self, now: Millis) {
+    pub(crate) fn process(&mut self, now: Millis) {
         while let Some(ev) = self.txn.poll_event() {
             match ev {
                 Event::Request {
@@ -315,7 +322,9 @@ impl Engine {
                     if self.calls.contains_key(&invite) {
                         self.cancel_call(now, invite);
                     } else if let Some(inv) = self.txn.server_request(invite).cloned() {
-                        // Not proxied (e.g. still being challenged): end it here.
+                        // Not proxied (challenged, or waiting for a presence
+                        // lookup): end it here.
+                        self.overlay.pending.retain(|_, p| p.server() != invite);
                         self.reply(now, invite, &inv, 487, None, &[]);
                     }
                 }
@@ -387,6 +396,12 @@ impl Engine {
                 }
             }
             let Some(dest) = resolve(&req.uri) else {
+                // A domain we cannot resolve: the overlay may know the user.
+                let aor = req.uri.aor();
+                let req = match self.route_via_overlay(now, id, req, source, aor) {
+                    Ok(()) => return,
+                    Err(req) => req,
+                };
                 return self.reply(now, id, &req, 404, Some("Domain Not Served"), &[]);
             };
             let target = Target {
@@ -428,8 +443,11 @@ impl Engine {
         let aor = self.local_aor(&user);
         let bindings = self.registrar.location.lookup(&aor, now);
         if bindings.is_empty() {
-            let known = self.accounts.contains_key(&user) || self.known_aors.contains(&aor);
-            let code = if known { 480 } else { 404 };
+            let req = match self.route_via_overlay(now, id, req, source, aor.clone()) {
+                Ok(()) => return,
+                Err(req) => req,
+            };
+            let code = if self.is_known_aor(&aor) { 480 } else { 404 };
             return self.reply(now, id, &req, code, None, &[]);
         }
         let targets: Vec<Target> = bindings
@@ -474,6 +492,7 @@ impl Engine {
         let mut resp = self.registrar.handle_register(now, req, &aor, source);
         if resp.is_success() {
             self.stats.registrations += 1;
+            self.note_presence(&aor, now);
             self.known_aors.insert(aor);
         }
         self.send_local(now, id, &mut resp);
@@ -636,8 +655,58 @@ impl Engine {
                 server_gone: false,
                 timer_c,
                 give_up_at: None,
+                remote: None,
             },
         );
+    }
+
+    /// Forwards to another node and remembers that, so that a failure can
+    /// be retried with a fresh lookup.
+    pub(crate) fn fork_remote(
+        &mut self,
+        now: Millis,
+        server: TxnId,
+        req: Request,
+        target: Target,
+        source: Peer,
+        attempt: RemoteAttempt,
+    ) {
+        self.fork(now, server, req, vec![target], source);
+        if let Some(call) = self.calls.get_mut(&server) {
+            call.remote = Some(attempt);
+        }
+    }
+
+    pub(crate) fn send_trying(&mut self, now: Millis, server: TxnId, req: &Request) {
+        let mut trying = req.make_response(100, None);
+        self.decorate(&mut trying);
+        self.respond(now, server, trying);
+    }
+
+    pub(crate) fn server_request_clone(&self, server: TxnId) -> Option<Request> {
+        self.txn.server_request(server).cloned()
+    }
+
+    /// A user this node knows: an account, or an address of record that
+    /// registered here.
+    pub(crate) fn is_known_aor(&self, aor: &str) -> bool {
+        if self.known_aors.contains(aor) {
+            return true;
+        }
+        let user = aor
+            .strip_prefix("sip:")
+            .and_then(|r| r.split('@').next())
+            .unwrap_or("");
+        self.accounts.contains_key(user) && aor == self.local_aor(user)
+    }
+
+    /// Announces every local address of record that has a live binding
+    /// (after restoring persisted bindings, or to re-publish).
+    pub fn announce_online(&mut self, now: Millis) {
+        let aors: Vec<String> = self.known_aors.iter().cloned().collect();
+        for aor in aors {
+            self.note_presence(&aor, now);
+        }
     }
 
     /// A response (or a timeout, `response == None`) on a client branch.
@@ -784,6 +853,28 @@ impl Engine {
         if call.final_sent || call.branches.iter().any(|b| b.final_code.is_none()) {
             return;
         }
+        let failed_code = call.best.as_ref().map_or(408, |(c, _)| *c);
+        if !call.cancelled && matches!(failed_code, 408 | 500 | 503) {
+            if let Some(attempt) = call.remote.take() {
+                // The node the record named did not take the request: the
+                // record may be stale. Forget this attempt and look again.
+                let old = self.calls.remove(&server);
+                if let Some(old) = &old {
+                    for b in &old.branches {
+                        self.branch_of.remove(&b.client);
+                    }
+                }
+                if self.retry_remote(server, attempt) {
+                    return;
+                }
+                if let Some(old) = old {
+                    self.calls.insert(server, old);
+                }
+            }
+        }
+        let Some(call) = self.calls.get_mut(&server) else {
+            return;
+        };
         call.final_sent = true;
         call.timer_c = None;
         let (code, response) = call.best.take().unwrap_or((408, None));
@@ -916,7 +1007,7 @@ impl Engine {
 
     // ----- helpers ----------------------------------------------------------
 
-    fn reply(
+    pub(crate) fn reply(
         &mut self,
         now: Millis,
         id: TxnId,
@@ -1095,7 +1186,7 @@ fn host_of_ip(ip: IpAddr) -> String {
 
 /// Where to send a request for `uri` (IP literals and localhost; names need
 /// a resolver, which this node does not have yet).
-fn resolve(uri: &Uri) -> Option<Peer> {
+pub(crate) fn resolve(uri: &Uri) -> Option<Peer> {
     let transport = match uri.transport() {
         Some(t) => TransportKind::parse(&t)?,
         None if uri.scheme == Scheme::Sips => TransportKind::Tls,

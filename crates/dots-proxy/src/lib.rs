@@ -25,8 +25,10 @@
 
 mod config;
 mod engine;
+mod overlay;
 mod stats;
 
 pub use config::{EngineConfig, Listener};
 pub use engine::{Engine, ALLOW, SUPPORTED};
+pub use overlay::{LookupRequest, PresenceChange, RemotePresence, ROUTED_HEADER};
 pub use stats::Stats;
