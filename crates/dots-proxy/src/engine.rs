@@ -398,9 +398,8 @@ impl Engine {
             let Some(dest) = resolve(&req.uri) else {
                 // A domain we cannot resolve: the overlay may know the user.
                 let aor = req.uri.aor();
-                let req = match self.route_via_overlay(now, id, req, source, aor) {
-                    Ok(()) => return,
-                    Err(req) => req,
+                let Some(req) = self.route_via_overlay(now, id, req, source, aor) else {
+                    return;
                 };
                 return self.reply(now, id, &req, 404, Some("Domain Not Served"), &[]);
             };
@@ -443,9 +442,8 @@ impl Engine {
         let aor = self.local_aor(&user);
         let bindings = self.registrar.location.lookup(&aor, now);
         if bindings.is_empty() {
-            let req = match self.route_via_overlay(now, id, req, source, aor.clone()) {
-                Ok(()) => return,
-                Err(req) => req,
+            let Some(req) = self.route_via_overlay(now, id, req, source, aor.clone()) else {
+                return;
             };
             let code = if self.is_known_aor(&aor) { 480 } else { 404 };
             return self.reply(now, id, &req, code, None, &[]);
