@@ -16,6 +16,31 @@ pub struct NodeConfig {
     pub sip: SipConfig,
     pub http: HttpConfig,
     pub registrar: RegistrarSection,
+    pub p2p: P2pConfig,
+}
+
+/// The overlay that joins nodes into one network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Overlay listen multiaddrs, e.g. "/ip4/127.0.0.1/tcp/7060"; none = the
+    /// node runs alone.
+    pub listen: Vec<String>,
+    /// Multiaddrs (with /p2p/PEERID) of nodes to join through.
+    pub bootstrap: Vec<String>,
+    /// Lifetime of this node's presence records, in seconds; they are
+    /// re-published when a third of it is left.
+    pub record_ttl: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            record_ttl: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +93,7 @@ impl Default for NodeConfig {
             sip: SipConfig::default(),
             http: HttpConfig::default(),
             registrar: RegistrarSection::default(),
+            p2p: P2pConfig::default(),
         }
     }
 }

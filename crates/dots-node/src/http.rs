@@ -24,28 +24,70 @@ pub struct Snapshot {
 
 pub type SnapshotRequest = oneshot::Sender<Snapshot>;
 
-pub fn router(queries: mpsc::Sender<SnapshotRequest>) -> Router {
+/// Who this node is on the overlay (absent when it runs alone).
+#[derive(Clone)]
+pub struct Identity {
+    pub overlay: dots_overlay::Overlay,
+    pub did: String,
+    pub sip: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub queries: mpsc::Sender<SnapshotRequest>,
+    pub identity: Option<Identity>,
+}
+
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(queries)
+        .route("/api/v1/node", get(node_info))
+        .with_state(state)
 }
 
-async fn healthz(State(queries): State<mpsc::Sender<SnapshotRequest>>) -> impl IntoResponse {
+/// `GET /api/v1/node`: the node's overlay identity and addresses.
+async fn node_info(State(state): State<AppState>) -> axum::response::Response {
+    let Some(id) = &state.identity else {
+        return (
+            StatusCode::NOT_FOUND,
+            "this node runs without the overlay (start it with --p2p)\n",
+        )
+            .into_response();
+    };
+    let p2p: Vec<String> = id
+        .overlay
+        .listen_addrs()
+        .await
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    axum::Json(serde_json::json!({
+        "peer_id": id.overlay.peer_id().to_string(),
+        "did": id.did,
+        "p2p_addrs": p2p,
+        "sip": id.sip,
+    }))
+    .into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // Healthy means the engine loop answers, not just that HTTP is up.
-    match snapshot(&queries).await {
+    match snapshot(&state.queries).await {
         Some(_) => (StatusCode::OK, "ok\n"),
         None => (StatusCode::SERVICE_UNAVAILABLE, "engine not responding\n"),
     }
 }
 
-async fn metrics(State(queries): State<mpsc::Sender<SnapshotRequest>>) -> axum::response::Response {
-    match snapshot(&queries).await {
-        Some(s) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(&s),
-        )
-            .into_response(),
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    match snapshot(&state.queries).await {
+        Some(s) => {
+            let mut text = render(&s);
+            if let Some(id) = &state.identity {
+                text.push_str(&id.overlay.metrics().await.prometheus("dots_overlay"));
+            }
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
         None => (StatusCode::SERVICE_UNAVAILABLE, "engine not responding\n").into_response(),
     }
 }

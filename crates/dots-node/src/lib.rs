@@ -14,6 +14,7 @@
 //! ```
 
 pub mod config;
+mod federation;
 pub mod http;
 mod node;
 mod tls;

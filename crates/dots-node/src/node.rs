@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::config::NodeConfig;
+use crate::federation::Federation;
 use crate::http::{self, Snapshot, SnapshotRequest};
 use crate::transport::{self, Connections, Inbound, SharedConnections};
 
@@ -149,6 +150,32 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
         max_contacts_per_aor: config.registrar.max_contacts_per_aor,
     };
     let mut engine = Engine::new(engine_config, rand_seed());
+    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(8192);
+
+    let mut federation = if config.p2p.listen.is_empty() {
+        None
+    } else {
+        let host = config
+            .sip
+            .advertise
+            .clone()
+            .unwrap_or_else(|| match sip_addr.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                ip => ip.to_string(),
+            });
+        let port = sip_addr.port();
+        let sip_uris = vec![
+            format!("sip:{host}:{port};transport=tcp"),
+            format!("sip:{host}:{port};transport=udp"),
+        ];
+        let f = Federation::start(&config.p2p, &data_dir, sip_uris, inbound_tx.clone()).await?;
+        engine.enable_overlay(f.peer_id_bytes());
+        tracing::info!(peer_id = %f.overlay.peer_id(), did = %f.did(), "overlay started");
+        for addr in f.overlay.listen_addrs().await {
+            tracing::info!("overlay listening on {addr}");
+        }
+        Some(f)
+    };
 
     let clock = Clock::new();
     let bindings = store
@@ -159,6 +186,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
         .filter(|b| b.expires_at > clock.now())
         .count();
     engine.restore_bindings(bindings);
+    engine.announce_online(clock.now());
     let account_table = load_accounts(&accounts, &config.sip.realm)?;
     let account_count = account_table.len();
     engine.set_accounts(account_table);
@@ -187,7 +215,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     }
 
     // Plumbing.
-    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(8192);
     let (query_tx, mut query_rx) = mpsc::channel::<SnapshotRequest>(64);
     let (accounts_tx, mut accounts_rx) = mpsc::channel::<HashMap<String, Credentials>>(4);
     let connections: SharedConnections = Arc::new(Mutex::new(Connections::default()));
@@ -212,8 +239,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
             config.sip.max_connections,
         )));
     }
+    let app_state = http::AppState {
+        queries: query_tx,
+        identity: federation.as_ref().map(|f| http::Identity {
+            overlay: f.overlay.clone(),
+            did: f.did(),
+            sip: f.sip_uris.clone(),
+        }),
+    };
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http::router(query_tx)).await {
+        if let Err(e) = axum::serve(http_listener, http::router(app_state)).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
@@ -224,6 +259,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     let mut account_check = tokio::time::interval(Duration::from_secs(1));
     account_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let far = Duration::from_secs(3600);
+    let mut republish = tokio::time::interval(
+        federation
+            .as_ref()
+            .map(|f| f.republish_every())
+            .unwrap_or(far),
+    );
+    republish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    republish.tick().await;
     loop {
         let wake = engine
             .poll_timeout()
@@ -280,12 +323,29 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
                     });
                 }
             }
+            _ = republish.tick(), if federation.is_some() => {
+                if let Some(f) = federation.as_mut() {
+                    let now = clock.now();
+                    for aor in engine.online_aors() {
+                        f.publish(&aor, true, now);
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(wake) => {
                 engine.handle_timeout(clock.now());
             }
         }
         while let Some(t) = engine.poll_transmit() {
             transport::dispatch(&udp, &connections, &inbound_tx, t.dest, t.bytes);
+        }
+        if let Some(f) = federation.as_mut() {
+            while let Some(lookup) = engine.poll_lookup() {
+                f.lookup(lookup, inbound_tx.clone());
+            }
+            let now = clock.now();
+            for change in engine.drain_presence_changes() {
+                f.publish(&change.aor, change.online, now);
+            }
         }
         let changes = engine.drain_binding_changes();
         if !changes.is_empty() {
@@ -316,6 +376,8 @@ fn handle_inbound(engine: &mut Engine, now: u64, msg: Inbound) {
             engine.handle_parse_error(now, e, peer)
         }
         Inbound::Unreachable(peer) => engine.transport_error(now, peer),
+        Inbound::Lookup(token, found) => engine.lookup_result(now, token, found),
+        Inbound::Presence(subject, presence) => engine.remote_presence(&subject, presence),
     }
 }
 

@@ -23,6 +23,10 @@ pub enum Inbound {
     Message(Result<Message, ParseError>, Peer),
     /// A connection to this peer could not be opened.
     Unreachable(Peer),
+    /// The answer to an engine lookup (token, record found).
+    Lookup(u64, Option<dots_proxy::RemotePresence>),
+    /// A presence record learned from the overlay (subject, record).
+    Presence(String, dots_proxy::RemotePresence),
 }
 
 /// Live stream connections, by flow id and by (transport, remote address).

@@ -10,6 +10,8 @@ use dots_node::NodeConfig;
 use dots_registrar::hash_password;
 use dots_store::{AccountStore, StoreError};
 
+mod devnet;
+
 /// DOTS — Decentralized Open Telecommunication System.
 ///
 /// A node is a SIP registrar and stateful proxy that any standard SIP phone
@@ -26,6 +28,10 @@ enum Command {
     /// Run a node: SIP registrar and proxy on UDP/TCP (and TLS), HTTP for
     /// /healthz and /metrics. Stops cleanly on Ctrl-C or SIGTERM.
     Node(NodeArgs),
+    /// Start a local network of N nodes on 127.0.0.1 with distinct ports, all
+    /// joined through the first; print their addresses; stop them all on
+    /// Ctrl-C.
+    Devnet(DevnetArgs),
     /// Manage the accounts (SIP digest user names and passwords) of a node.
     User {
         #[command(subcommand)]
@@ -74,9 +80,35 @@ struct NodeArgs {
     /// and benchmarks only.
     #[arg(long)]
     open: bool,
+    /// Overlay listen address, e.g. /ip4/127.0.0.1/tcp/7060 (repeatable);
+    /// without it the node runs alone.
+    #[arg(long = "p2p", value_name = "MULTIADDR")]
+    p2p: Vec<String>,
+    /// A node to join through, e.g. /ip4/127.0.0.1/tcp/7060/p2p/12D3Koo…
+    /// (repeatable).
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
     /// Log filter, e.g. "info" or "dots_node=debug" (RUST_LOG also works).
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+}
+
+#[derive(Args)]
+struct DevnetArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// SIP port of the first node; node i listens for SIP on BASE+i, HTTP on
+    /// BASE+1000+i and the overlay on BASE+2000+i.
+    #[arg(long, value_name = "P", default_value_t = 5060)]
+    base_port: u16,
+    /// Where the nodes keep their data and logs.
+    #[arg(long, value_name = "DIR", default_value = "dots-devnet")]
+    dir: PathBuf,
+    /// Require digest authentication (accounts per node with `dots user add
+    /// --data-dir DIR/node-I`) instead of open registration.
+    #[arg(long)]
+    auth: bool,
 }
 
 #[derive(Args)]
@@ -128,6 +160,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::User { command } => run_user(command),
+        Command::Devnet(args) => devnet::run(args.nodes, args.base_port, &args.dir, !args.auth),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,6 +209,8 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(r) = args.realm {
         config.sip.realm = r;
     }
+    config.p2p.listen.extend(args.p2p);
+    config.p2p.bootstrap.extend(args.bootstrap);
     if let Some(list) = args.digest_algorithms {
         config.sip.digest_algorithms = list;
     }
@@ -189,7 +224,7 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     runtime.block_on(dots_node::run(config, shutdown_signal()))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
