@@ -165,8 +165,8 @@ fn print_table(nodes: &[DevNode], open: bool) {
         if open { " (open registration)" } else { "" }
     );
     println!(
-        "{:<5} {:<22} {:<27} {:<28} {}",
-        "node", "SIP (udp+tcp)", "HTTP", "overlay", "peer id"
+        "{:<5} {:<22} {:<27} {:<28} peer id",
+        "node", "SIP (udp+tcp)", "HTTP", "overlay"
     );
     for n in nodes {
         println!(
