@@ -10,6 +10,7 @@ use dots_node::NodeConfig;
 use dots_registrar::hash_password;
 use dots_store::{AccountStore, StoreError};
 
+mod bench;
 mod devnet;
 
 /// DOTS — Decentralized Open Telecommunication System.
@@ -32,6 +33,11 @@ enum Command {
     /// joined through the first; print their addresses; stop them all on
     /// Ctrl-C.
     Devnet(DevnetArgs),
+    /// Benchmarks (see docs/benchmarks.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Manage the accounts (SIP digest user names and passwords) of a node.
     User {
         #[command(subcommand)]
@@ -161,6 +167,7 @@ fn main() -> ExitCode {
         Command::Node(args) => run_node(args),
         Command::User { command } => run_user(command),
         Command::Devnet(args) => devnet::run(args.nodes, args.base_port, &args.dir, !args.auth),
+        Command::Bench { command } => bench::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
