@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use dots_proxy::{RemotePresence, ROUTED_HEADER};
-use dots_sip::{Method, SipMessage};
+use dots_sip::Method;
 
 const SELF_ID: &[u8] = b"this-node";
 
