@@ -7,20 +7,23 @@
 //! source and the current time, then drains what to send and when to wake
 //! it up again.
 //!
-//! ```no_run
+//! ```
 //! use dots_proxy::{Engine, EngineConfig};
-//! # fn recv() -> (dots_sip::Message, dots_sip::Peer) { unimplemented!() }
-//! # fn send(_: dots_txn::Transmit) {}
+//! use dots_sip::{parse_datagram, Peer, TransportKind};
+//!
 //! let mut engine = Engine::new(EngineConfig::for_addr("127.0.0.1:5060".parse().unwrap()), 7);
 //! let now = 1_700_000_000_000; // ms since the UNIX epoch
-//! let (msg, source) = recv();
-//! engine.handle_message(now, msg, source);
-//! while let Some(t) = engine.poll_transmit() {
-//!     send(t);
-//! }
-//! // Persist registration changes, then sleep until engine.poll_timeout()
-//! // and call engine.handle_timeout(now).
-//! let _changes = engine.drain_binding_changes();
+//! let datagram = b"OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\n\
+//! Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+//! From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\n\
+//! CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+//! let source = Peer::new(TransportKind::Udp, "127.0.0.1:5070".parse().unwrap());
+//! engine.handle_message(now, parse_datagram(datagram).unwrap(), source);
+//! let answer = engine.poll_transmit().expect("the node answers OPTIONS");
+//! assert!(answer.bytes.starts_with(b"SIP/2.0 200 OK"));
+//! assert_eq!(answer.dest.addr, source.addr);
+//! // Then: persist engine.drain_binding_changes(), sleep until
+//! // engine.poll_timeout() and call engine.handle_timeout(now).
 //! ```
 
 mod config;
