@@ -34,15 +34,16 @@ pub fn presence_topic() -> IdentTopic {
 }
 
 /// Kademlia configuration: own protocol, every inbound record filtered by the
-/// application, no TTL or publication of its own (presence records carry their
-/// expiry and their owner re-publishes them).
+/// application, no TTL, publication or replication of its own: presence records
+/// carry their expiry (minutes) and their owner re-publishes them well before it,
+/// which also reaches nodes that joined closer to the key in the meantime.
 pub fn kad_config() -> kad::Config {
     let mut config = kad::Config::new(KAD_PROTOCOL);
     config
         .set_record_filtering(StoreInserts::FilterBoth)
         .set_record_ttl(None)
         .set_publication_interval(None)
-        .set_replication_interval(Some(Duration::from_secs(5 * 60)))
+        .set_replication_interval(None)
         .set_query_timeout(Duration::from_secs(10))
         .set_max_packet_size(16 * 1024);
     config
