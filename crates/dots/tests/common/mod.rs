@@ -70,6 +70,34 @@ pub fn free_port() -> u16 {
     panic!("no free port found on {LOCALHOST}");
 }
 
+/// A base port B such that B + o is free on 127.0.0.1 (UDP and TCP) for
+/// every offset o, none handed out before; all of them are marked as handed
+/// out. For programs that derive their ports from one base (`dots devnet`).
+pub fn free_port_base(offsets: &[u16]) -> u16 {
+    let max = offsets.iter().copied().max().unwrap_or(0);
+    for _ in 0..1000 {
+        let base = free_port();
+        if u32::from(base) + u32::from(max) > 60_000 {
+            continue;
+        }
+        let ports: Vec<u16> = offsets.iter().map(|o| base + o).collect();
+        let all_free = ports.iter().all(|&p| {
+            p == base
+                || (UdpSocket::bind((LOCALHOST, p)).is_ok()
+                    && TcpListener::bind((LOCALHOST, p)).is_ok())
+        });
+        if !all_free {
+            continue;
+        }
+        let mut seen = handed_out().lock().unwrap_or_else(|e| e.into_inner());
+        if ports.iter().all(|p| *p == base || !seen.contains(p)) {
+            seen.extend(ports);
+            return base;
+        }
+    }
+    panic!("no free block of ports found on {LOCALHOST}");
+}
+
 /// A fresh, empty, uniquely named directory under the system temp dir.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -202,6 +230,10 @@ pub struct NodeConfig {
     pub digest_algorithms: Option<String>,
     /// `--sip-tls` on a port of its own (self-signed certificate).
     pub tls: bool,
+    /// `--p2p /ip4/127.0.0.1/tcp/<p2p_port>`: join the overlay.
+    pub p2p: bool,
+    /// `--bootstrap` multiaddrs (with `/p2p/<peer id>`), when `p2p` is set.
+    pub bootstrap: Vec<String>,
 }
 
 impl NodeConfig {
@@ -234,6 +266,13 @@ impl NodeConfig {
         self.users.push((name.to_string(), password.to_string()));
         self
     }
+
+    /// Join the overlay, through these nodes (multiaddrs with `/p2p/`).
+    pub fn p2p(mut self, bootstrap: &[String]) -> Self {
+        self.p2p = true;
+        self.bootstrap = bootstrap.to_vec();
+        self
+    }
 }
 
 /// A running `dots node`, stopped (SIGTERM, then SIGKILL) on drop.
@@ -244,6 +283,8 @@ pub struct Node {
     pub http_port: u16,
     /// TLS listener port when `config.tls` is set.
     pub tls_port: u16,
+    /// Overlay (libp2p TCP) port when `config.p2p` is set.
+    pub p2p_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     starts: u32,
@@ -292,6 +333,7 @@ impl Node {
             sip_port: free_port(),
             http_port: free_port(),
             tls_port: free_port(),
+            p2p_port: free_port(),
             data_dir,
             log_path,
             starts: 0,
@@ -336,6 +378,13 @@ impl Node {
         }
         for d in &self.config.domains {
             cmd.arg("--domain").arg(d);
+        }
+        if self.config.p2p {
+            cmd.arg("--p2p")
+                .arg(format!("/ip4/{LOCALHOST}/tcp/{}", self.p2p_port));
+            for b in &self.config.bootstrap {
+                cmd.arg("--bootstrap").arg(b);
+            }
         }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
@@ -392,6 +441,23 @@ impl Node {
 
     pub fn healthz(&self) -> Option<(u16, String)> {
         http_get(self.http_port, "/healthz")
+    }
+
+    /// `GET /api/v1/node` as JSON (peer_id, did, p2p_addrs, sip), if the
+    /// node answers 200.
+    pub fn node_info(&self) -> Option<serde_json::Value> {
+        match http_get(self.http_port, "/api/v1/node") {
+            Some((200, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
+    /// The body of `GET /metrics`, if the node answers 200.
+    pub fn metrics(&self) -> Option<String> {
+        match http_get(self.http_port, "/metrics") {
+            Some((200, body)) => Some(body),
+            _ => None,
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
