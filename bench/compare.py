@@ -4,7 +4,8 @@
 Reads the `phase=... k=v` lines of runs named <impl>_n<N>_s<seed>.txt (impl: odht
 or dots, as bench/overlay.sh writes them) and prints, per N and phase, the median
 over seeds of success and latency for both, and the ratios DOTS/OpenDHT
-(below 1 = DOTS faster). Per-seed ratios are from runs made back to back.
+(below 1 = DOTS faster), each ratio the median of the per-seed ratios of runs made
+back to back. For gets also OpenDHT's whole-search time (`done_*`) and DOTS against it.
 
 usage: compare.py results-dir
 """
@@ -51,8 +52,8 @@ def main():
             runs.setdefault((int(m.group(2)), int(m.group(3))), {})[m.group(1)] = parse(os.path.join(d, name))
     ns = sorted({n for n, _ in runs})
     print("| N | phase | seeds | OpenDHT ok | DOTS ok | OpenDHT p50 / p95 / p99 ms | DOTS p50 / p95 / p99 ms "
-          "| DOTS/OpenDHT p50 / p95 / p99 |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| DOTS/OpenDHT p50 / p95 / p99 | OpenDHT done p50 / p95 / p99 ms | DOTS/OpenDHT-done p50 / p95 / p99 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in ns:
         pairs = [runs[k] for k in sorted(runs) if k[0] == n and "odht" in runs[k] and "dots" in runs[k]]
         for ph in PHASES:
@@ -66,9 +67,14 @@ def main():
             o_p = [med([num(o, "p%d_ms" % q) for o, _ in rows]) for q in (50, 95, 99)]
             s_p = [med([num(s, "p%d_ms" % q) for _, s in rows]) for q in (50, 95, 99)]
             ratio = [med([num(s, "p%d_ms" % q) / num(o, "p%d_ms" % q) for o, s in rows]) for q in (50, 95, 99)]
-            print("| %d | %s | %d | %s | %s | %s | %s | %s |" % (
+            # OpenDHT's whole search (8 closest live nodes answered); "-" for puts
+            o_d = [med([num(o, "done_p%d_ms" % q) for o, _ in rows]) for q in (50, 95, 99)]
+            r_d = [med([num(s, "p%d_ms" % q) / num(o, "done_p%d_ms" % q) for o, s in rows]) for q in (50, 95, 99)]
+            done = ph != "put"
+            print("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
                 n, ph, len(rows), f(o_ok, 4), f(s_ok, 4), " / ".join(f(x) for x in o_p),
-                " / ".join(f(x) for x in s_p), " / ".join(f(x) for x in ratio)))
+                " / ".join(f(x) for x in s_p), " / ".join(f(x) for x in ratio),
+                " / ".join(f(x) for x in o_d) if done else "-", " / ".join(f(x) for x in r_d) if done else "-"))
     print()
     print("| N | phase | OpenDHT CPU % (of 200) | DOTS CPU % | OpenDHT RSS MB/node | DOTS RSS MB/node "
           "| OpenDHT ops/s | DOTS ops/s |")
