@@ -455,6 +455,10 @@ impl Engine {
         if targets.is_empty() {
             return self.reply(now, id, &req, 480, None, &[]);
         }
+        // The routing mark is for nodes only; the user's phones never see it.
+        req.headers
+            .0
+            .retain(|h| !h.name.eq_ignore_ascii_case(crate::overlay::ROUTED_HEADER));
         self.fork(now, id, req, targets, source);
     }
 

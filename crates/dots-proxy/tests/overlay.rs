@@ -89,6 +89,22 @@ fn a_request_routed_by_another_node_is_never_looked_up_again() {
 }
 
 #[test]
+fn the_routing_mark_is_not_passed_to_the_phone() {
+    let mut sim = overlay_sim();
+    let other_node = sim.add_ua("node", 5099);
+    let carol = sim.add_ua("carol", 5072);
+    sim.register(carol, 3600);
+    let d = sim
+        .ua_mut(other_node)
+        .draft("INVITE", "sip:carol@127.0.0.1", "<sip:carol@127.0.0.1>")
+        .header(format!("{ROUTED_HEADER}: 1"));
+    sim.send(other_node, &d);
+    let got = sim.ua(carol).requests(Method::Invite);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].headers.get_named(ROUTED_HEADER), None);
+}
+
+#[test]
 fn records_naming_this_node_are_ignored() {
     let mut sim = overlay_sim();
     let alice = sim.add_ua("alice", 5070);
