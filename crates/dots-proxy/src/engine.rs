@@ -1118,6 +1118,16 @@ impl Engine {
     /// branch hash equals the hash of the request as it is now has looped
     /// (a spiral, with a changed Request-URI, has a different hash).
     fn is_loop(&self, req: &Request) -> bool {
+        // Almost no request carries one of our branches: check the raw text
+        // before parsing every Via.
+        if !req
+            .headers
+            .get_all(HeaderName::Via)
+            .skip(1)
+            .any(|v| v.contains(BRANCH_MARK))
+        {
+            return false;
+        }
         let mut hash = None;
         for via in req.vias().iter().skip(1) {
             if !self.via_is_mine(via) {
@@ -1137,17 +1147,21 @@ impl Engine {
 }
 
 /// Hash of the request fields that identify it for loop detection.
+///
+/// From, To, Call-ID and CSeq are hashed as text: no element on the path
+/// rewrites them, so a looping request carries them unchanged, and hashing
+/// the text spares parsing them for every forwarded request.
 fn loop_hash(req: &Request) -> u64 {
     let mut h = DefaultHasher::new();
     req.uri.to_string().hash(&mut h);
-    req.from()
-        .and_then(|f| f.tag().map(str::to_string))
-        .hash(&mut h);
-    req.to()
-        .and_then(|t| t.tag().map(str::to_string))
-        .hash(&mut h);
-    req.call_id().hash(&mut h);
-    req.cseq().map(|c| c.seq).hash(&mut h);
+    for kind in [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
+        req.headers.get(kind).hash(&mut h);
+    }
     for v in req.headers.get_all(HeaderName::ProxyRequire) {
         v.hash(&mut h);
     }
