@@ -360,8 +360,8 @@ impl Via {
         let value = value.trim();
         // sent-protocol = name SLASH version SLASH transport, with optional LWS around slashes.
         let mut rest = value;
-        let mut parts = Vec::new();
-        for i in 0..3 {
+        let mut parts = [""; 3];
+        for (i, part) in parts.iter_mut().enumerate() {
             rest = rest.trim_start();
             let end = if i < 2 {
                 rest.find('/').ok_or(e("bad sent-protocol"))?
@@ -372,7 +372,7 @@ impl Via {
             if !is_token(tok) {
                 return Err(e("bad sent-protocol token"));
             }
-            parts.push(tok);
+            *part = tok;
             rest = if i < 2 {
                 &rest[end + 1..]
             } else {
@@ -387,15 +387,23 @@ impl Via {
             Some(i) => (rest[..i].trim(), &rest[i..]),
             None => (rest.trim(), ""),
         };
-        // LWS is allowed around the colon of sent-by.
-        let sent_by: String = sent_by.chars().filter(|c| !c.is_whitespace()).collect();
+        // LWS is allowed around the colon of sent-by (rare: only then copy).
+        let sent_by: std::borrow::Cow<str> = if sent_by.contains(char::is_whitespace) {
+            sent_by.chars().filter(|c| !c.is_whitespace()).collect::<String>().into()
+        } else {
+            sent_by.into()
+        };
         let (host, port) = split_host_port(&sent_by).ok_or(e("bad sent-by"))?;
         if !is_valid_host(host) {
             return Err(e("bad host"));
         }
         let params = parse_params(params).ok_or(e("bad parameters"))?;
         Ok(Via {
-            protocol: format!("{}/{}", parts[0], parts[1]),
+            protocol: if parts[0] == "SIP" && parts[1] == "2.0" {
+                "SIP/2.0".to_string()
+            } else {
+                format!("{}/{}", parts[0], parts[1])
+            },
             transport: parts[2].to_ascii_uppercase(),
             host: host.to_ascii_lowercase(),
             port,
