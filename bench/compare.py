@@ -5,7 +5,11 @@ Reads the `phase=... k=v` lines of runs named <impl>_n<N>_s<seed>.txt (impl: odh
 or dots, as bench/overlay.sh writes them) and prints, per N and phase, the median
 over seeds of success and latency for both, and the ratios DOTS/OpenDHT
 (below 1 = DOTS faster), each ratio the median of the per-seed ratios of runs made
-back to back. For gets also OpenDHT's whole-search time (`done_*`) and DOTS against it.
+back to back. Gets are compared time for time: "first" (`p50_ms`..: OpenDHT's first
+value delivered, DOTS `lookup(fresh = false)`) and "done" (`done_p50_ms`..: OpenDHT's
+whole search, DOTS `lookup(fresh = true)`). "ok" is `ok_ratio`, after the kill
+`survival` (DOTS: found by the fresh DHT lookup); "DOTS first ok" is DOTS
+`first_ok_ratio`, the local answer's success.
 
 usage: compare.py results-dir
 """
@@ -51,9 +55,10 @@ def main():
         if m:
             runs.setdefault((int(m.group(2)), int(m.group(3))), {})[m.group(1)] = parse(os.path.join(d, name))
     ns = sorted({n for n, _ in runs})
-    print("| N | phase | seeds | OpenDHT ok | DOTS ok | OpenDHT p50 / p95 / p99 ms | DOTS p50 / p95 / p99 ms "
-          "| DOTS/OpenDHT p50 / p95 / p99 | OpenDHT done p50 / p95 / p99 ms | DOTS/OpenDHT-done p50 / p95 / p99 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| N | phase | seeds | OpenDHT ok | DOTS ok | DOTS first ok | OpenDHT first p50 / p95 / p99 ms "
+          "| DOTS first p50 / p95 / p99 ms | DOTS/OpenDHT first p50 / p95 / p99 "
+          "| OpenDHT done p50 / p95 / p99 ms | DOTS done p50 / p95 / p99 ms | DOTS/OpenDHT done p50 / p95 / p99 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in ns:
         pairs = [runs[k] for k in sorted(runs) if k[0] == n and "odht" in runs[k] and "dots" in runs[k]]
         for ph in PHASES:
@@ -64,17 +69,19 @@ def main():
             okk = "survival" if ph.startswith("get_killed") else "ok_ratio"
             o_ok = med([num(o, okk) for o, _ in rows])
             s_ok = med([num(s, okk) for _, s in rows])
-            o_p = [med([num(o, "p%d_ms" % q) for o, _ in rows]) for q in (50, 95, 99)]
-            s_p = [med([num(s, "p%d_ms" % q) for _, s in rows]) for q in (50, 95, 99)]
-            ratio = [med([num(s, "p%d_ms" % q) / num(o, "p%d_ms" % q) for o, s in rows]) for q in (50, 95, 99)]
-            # OpenDHT's whole search (8 closest live nodes answered); "-" for puts
-            o_d = [med([num(o, "done_p%d_ms" % q) for o, _ in rows]) for q in (50, 95, 99)]
-            r_d = [med([num(s, "p%d_ms" % q) / num(o, "done_p%d_ms" % q) for o, s in rows]) for q in (50, 95, 99)]
-            done = ph != "put"
-            print("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
-                n, ph, len(rows), f(o_ok, 4), f(s_ok, 4), " / ".join(f(x) for x in o_p),
-                " / ".join(f(x) for x in s_p), " / ".join(f(x) for x in ratio),
-                " / ".join(f(x) for x in o_d) if done else "-", " / ".join(f(x) for x in r_d) if done else "-"))
+            s_first_ok = med([num(s, "first_ok_ratio") for _, s in rows])
+            get = ph != "put"
+
+            def side(key):  # medians of OpenDHT, of DOTS, of the per-seed ratios DOTS/OpenDHT
+                o = [med([num(o, key % q) for o, _ in rows]) for q in (50, 95, 99)]
+                s = [med([num(s, key % q) for _, s in rows]) for q in (50, 95, 99)]
+                r = [med([num(s, key % q) / num(o, key % q) for o, s in rows]) for q in (50, 95, 99)]
+                return [" / ".join(f(x) for x in xs) for xs in (o, s, r)]
+
+            first = side("p%d_ms")  # put: until the put returned; get: first value
+            done = side("done_p%d_ms") if get else ["-"] * 3
+            print("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                n, ph, len(rows), f(o_ok, 4), f(s_ok, 4), f(s_first_ok, 4) if get else "-", *first, *done))
     print()
     print("| N | phase | OpenDHT CPU % (of 200) | DOTS CPU % | OpenDHT RSS MB/node | DOTS RSS MB/node "
           "| OpenDHT ops/s | DOTS ops/s |")

@@ -63,12 +63,14 @@ run_odht() {  # n seed
   echo "# loadavg before: $(cat /proc/loadavg)" > "$OUT/odht_n$1_s$2.txt"
   bounded "$OUT/odht_n$1_s$2.txt" /usr/bin/python3 "$HERE/opendht/bench.py" -n "$1" -k "$KEYS" -c "$CONC" \
     --kill-frac "$KILL" --settle "$SETTLE" --seed "$2"
+  echo "# loadavg after: $(cat /proc/loadavg)" >> "$OUT/odht_n$1_s$2.txt"
 }
 run_dots() {  # n seed
   echo "# $(date +%T) DOTS n=$1 seed=$2 (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   echo "# loadavg before: $(cat /proc/loadavg)" > "$OUT/dots_n$1_s$2.txt"
   bounded "$OUT/dots_n$1_s$2.txt" "$DOTS" bench overlay -n "$1" -k "$KEYS" -c "$CONC" \
     --kill-frac "$KILL" --settle "$SETTLE" --seed "$2"
+  echo "# loadavg after: $(cat /proc/loadavg)" >> "$OUT/dots_n$1_s$2.txt"
 }
 
 for n in $NODES; do
