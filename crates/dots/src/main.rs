@@ -12,6 +12,7 @@ use dots_store::{AccountStore, StoreError};
 
 mod bench;
 mod devnet;
+mod id;
 
 /// DOTS — Decentralized Open Telecommunication System.
 ///
@@ -42,6 +43,11 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage your identity: an Ed25519 key pair whose public name is a did:key.
+    Id {
+        #[command(subcommand)]
+        command: id::IdCommand,
     },
 }
 
@@ -168,6 +174,7 @@ fn main() -> ExitCode {
         Command::User { command } => run_user(command),
         Command::Devnet(args) => devnet::run(args.nodes, args.base_port, &args.dir, !args.auth),
         Command::Bench { command } => bench::run(command),
+        Command::Id { command } => id::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
