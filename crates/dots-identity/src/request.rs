@@ -34,8 +34,8 @@ pub enum RequestError {
     Stale { ts: u64, now: u64, max_skew: u64 },
     #[error("replayed nonce: a request with this nonce was already accepted")]
     Replayed,
-    #[error("replay guard full: it cannot vouch for a request this old any more; sign again with the current time")]
-    ReplayGuardFull,
+    #[error("replay guard: nonces from the time of this request were forgotten (the guard was full, or the clock went back); sign again with the current time")]
+    Forgotten,
     #[error("request mismatch: the token signs another {0}")]
     Mismatch(&'static str),
 }
@@ -222,14 +222,16 @@ fn replay_key(did: &str, nonce: &str) -> [u8; 32] {
 ///
 /// When full of live entries, the guard forgets the one expiring first and
 /// from then on refuses any request that would expire no later than it
-/// ([`RequestError::ReplayGuardFull`]): a flood of valid requests can push
-/// older ones out, but never lets a forgotten one be replayed.
+/// ([`RequestError::Forgotten`]): a flood of valid requests can push older
+/// ones out, but never lets a forgotten one be replayed. The same floor
+/// covers entries dropped because they expired, so a clock that steps back
+/// does not reopen their window either.
 #[derive(Debug)]
 pub struct ReplayGuard {
     capacity: usize,
     expiry: HashMap<[u8; 32], u64>,
     by_expiry: BTreeSet<(u64, [u8; 32])>,
-    /// Entries expiring at or before this were forgotten early.
+    /// Entries expiring at or before this may have been forgotten.
     floor: u64,
 }
 
@@ -262,6 +264,7 @@ impl ReplayGuard {
             }
             self.by_expiry.pop_first();
             self.expiry.remove(&key);
+            self.floor = self.floor.max(exp);
         }
     }
 
@@ -276,7 +279,7 @@ impl ReplayGuard {
             return Err(RequestError::Replayed);
         }
         if expires_ms <= self.floor {
-            return Err(RequestError::ReplayGuardFull);
+            return Err(RequestError::Forgotten);
         }
         if self.expiry.len() >= self.capacity {
             if let Some((exp, old)) = self.by_expiry.pop_first() {
@@ -284,7 +287,7 @@ impl ReplayGuard {
                 self.floor = self.floor.max(exp);
             }
             if expires_ms <= self.floor {
-                return Err(RequestError::ReplayGuardFull);
+                return Err(RequestError::Forgotten);
             }
         }
         self.expiry.insert(key, expires_ms);
@@ -326,7 +329,7 @@ mod tests {
         assert_eq!(g.len(), 2);
         assert_eq!(
             g.check_and_insert([1; 32], 100, 0),
-            Err(RequestError::ReplayGuardFull)
+            Err(RequestError::Forgotten)
         );
         assert_eq!(
             g.check_and_insert([3; 32], 300, 0),
@@ -335,5 +338,12 @@ mod tests {
         // Time moves on: everything expired, the floor no longer matters.
         g.check_and_insert([4; 32], 400, 350).unwrap();
         assert_eq!(g.len(), 1);
+        // The clock steps back: [3] (exp 300) was dropped as expired, and is
+        // not accepted again although 300 is in the future of 250.
+        assert_eq!(
+            g.check_and_insert([3; 32], 300, 250),
+            Err(RequestError::Forgotten)
+        );
+        g.check_and_insert([5; 32], 301, 250).unwrap();
     }
 }
