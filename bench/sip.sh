@@ -34,6 +34,7 @@
 #   DURATION       [10]     seconds per step     PROBE_N [300] latency probes
 #   DIGEST_USERS   [1000]   accounts REGISTERed round-robin in digest mode
 #   SIP_PORT       [5060]   HTTP_PORT [18080] (DOTS /healthz, /metrics)
+#   REG_PORT [5061] UAC_PORT [5062] UAS_PORT [5070]  SIPp's ports (bench.sh)
 #   WORK           [/tmp/dots-sipbench/run-<timestamp>]  all outputs
 #   SKIP_BUILD     [0]      1 = use the existing target/release/dots
 #   DOTS_BIN       [target/release/dots]
@@ -87,6 +88,7 @@ say() { echo "$*" | tee -a "$LOG" >&2; }
 DOTS_PID=""
 KAM_WORK="$WORK/kam"
 cleanup() {
+    trap '' PIPE
     if [[ -n "$DOTS_PID" ]] && kill -0 "$DOTS_PID" 2>/dev/null; then
         kill -TERM "$DOTS_PID" 2>/dev/null
         for _ in $(seq 1 50); do kill -0 "$DOTS_PID" 2>/dev/null || break; sleep 0.1; done
@@ -217,7 +219,7 @@ run_one() { # round transport mode sut
     local pargs="--transport $([[ $tr == t1 ]] && echo tcp || echo udp)"
     if [[ "$mode" == digest ]]; then
         env+=(REG_SCENARIO="$SC/register_auth.xml" REG_CSV="$USERS_AUTH_CSV"
-              UAC_SCENARIO="$SC/uac_auth.xml" UAC_ARGS="-key caller benchcaller -au benchcaller -ap $PW"
+              UAC_SCENARIO="$SC/uac_auth.xml" UAC_ARGS="-key caller benchcaller -au benchcaller -ap $PW -auth_uri benchcallee@127.0.0.1:$SIP_PORT"
               UAS_REG_SCENARIO="$SC/reg_uas_auth.xml" UAS_REG_ARGS="-au benchcallee -ap $PW")
         pargs+=" --password $PW --reg-user probereg --caller probecaller --callee probecallee"
     fi
@@ -254,6 +256,11 @@ run_one() { # round transport mode sut
 printf 'round\ttransport\tmode\tsut\treg_max\tcall_max\tcpu_reg_us\tcpu_call_us\treg_p50\treg_p99\tinv_p50\tinv_p99\tbye_p50\tbye_p99\tpss_mib\trss_mib\tbg_busy_med_max\n' > "$RESULTS"
 
 wait_port_free || { say "port $SIP_PORT is in use: set SIP_PORT"; exit 1; }
+for p in "${REG_PORT:-5061}" "${UAC_PORT:-5062}" "${UAS_PORT:-5070}" "$HTTP_PORT"; do
+    if ss -H -lntu "sport = :$p" 2>/dev/null | grep -q .; then
+        say "port $p (SIPp / HTTP) is in use: set REG_PORT, UAC_PORT, UAS_PORT or HTTP_PORT"; exit 1
+    fi
+done
 for rd in $(seq 1 "$ROUNDS"); do
     for tr in $TRANSPORTS; do
         for mode in $MODES; do

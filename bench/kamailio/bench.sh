@@ -215,7 +215,9 @@ run_sipp() {
     local rttopt=(); [[ "${TRACE_RTT:-0}" == 1 ]] && rttopt=(-trace_rtt -rtt_freq 1)
     local full=("$SIPP" "$@" -nostdin -trace_stat -stf stat.csv -fd 1 "${rttopt[@]}" -trace_err)
     printf '%q ' "${full[@]}" > "$dir/cmd.txt"
-    ( cd "$dir" && exec setsid "${NICE_CMD[@]}" /usr/bin/time -o sipp_time.txt -f '%e %U %S' "${full[@]}" >screen.log 2>&1 ) &
+    # hard bound on the step (sipp's own -timeout does not always end a TCP run)
+    local hard=$(( DURATION * 4 + 90 + HOLD_MS / 1000 ))
+    ( cd "$dir" && exec setsid "${NICE_CMD[@]}" /usr/bin/time -o sipp_time.txt -f '%e %U %S' timeout -k 5 "$hard" "${full[@]}" >screen.log 2>&1 ) &
     sipp_pid=$!
     prioritise "$sipp_pid" >/dev/null
     wait "$sipp_pid"; local rc=$?
