@@ -389,7 +389,11 @@ impl Via {
         };
         // LWS is allowed around the colon of sent-by (rare: only then copy).
         let sent_by: std::borrow::Cow<str> = if sent_by.contains(char::is_whitespace) {
-            sent_by.chars().filter(|c| !c.is_whitespace()).collect::<String>().into()
+            sent_by
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>()
+                .into()
         } else {
             sent_by.into()
         };
