@@ -63,12 +63,14 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "# cargo build --release -p dots" >&2
     ( cd "$ROOT" && cargo build --release -p dots ) >"$WORK/build.log" 2>&1 || { echo "build failed, see $WORK/build.log" >&2; exit 1; }
 fi
+[[ -x "$DOTS_BIN" ]] || { echo "no $DOTS_BIN" >&2; exit 1; }
+cp "$DOTS_BIN" "$WORK/dots" && DOTS_BIN="$WORK/dots"   # private copy: immune to rebuilds
 if ss -H -lntu "sport = :$SIP_PORT" 2>/dev/null | grep -q . || ss -H -lnt "sport = :$HTTP_PORT" 2>/dev/null | grep -q .; then
     echo "port $SIP_PORT or $HTTP_PORT in use: set SIP_PORT / HTTP_PORT" >&2; exit 1
 fi
 
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null; }
-metric() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null | awk -v m="$1" '$1==m{print $2}'; }
+metric() { curl -fsS --max-time 5 "http://127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null | awk -v m="$1" '$1==m{print $2}'; }
 start_node() { # -> NODE_PID
     setsid "$DOTS_BIN" node --open --data-dir "$DATA" --sip "127.0.0.1:$SIP_PORT" --http "127.0.0.1:$HTTP_PORT" \
         --log warn </dev/null >>"$WORK/node.log" 2>&1 &
@@ -78,7 +80,7 @@ wait_healthy() { # timeout_s
     local end=$(( $(date +%s) + $1 ))
     while (( $(date +%s) < end )); do
         kill -0 "$NODE_PID" 2>/dev/null || return 1
-        curl -fsS "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && return 0
+        curl -fsS --max-time 5 "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && return 0
         sleep 0.01
     done
     return 1

@@ -122,6 +122,9 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     ( cd "$ROOT" && cargo build --release -p dots ) >>"$LOG" 2>&1 || { say "build failed, see $LOG"; exit 1; }
 fi
 [[ -x "$DOTS_BIN" ]] || { say "no $DOTS_BIN"; exit 1; }
+# run a private copy: a rebuild of target/release during the run must not mix
+# two versions of the node across rounds
+cp "$DOTS_BIN" "$WORK/dots" && DOTS_BIN="$WORK/dots"
 
 # ------------------------------------------------------------------ accounts
 # the same accounts for both servers: DOTS accounts in a template data dir
@@ -184,7 +187,7 @@ start_dots() { # mode datadir -> sets DOTS_PID
     DOTS_PID=$!
     for _ in $(seq 1 100); do
         kill -0 "$DOTS_PID" 2>/dev/null || { say "dots node exited, see $dd.log"; tail -5 "$dd.log" >&2; return 1; }
-        curl -fsS "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && return 0
+        curl -fsS --max-time 2 "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     say "dots node not healthy after 10 s"; return 1
