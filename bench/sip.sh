@@ -2,7 +2,8 @@
 # SIP benchmark: a DOTS node against Kamailio on this machine, in the same run.
 #
 #   ./bench/sip.sh                 # full run (UDP and TCP, open and digest, ROUNDS=2)
-#   QUICK=1 ./bench/sip.sh         # smoke run: short steps, few rates, one round
+#   QUICK=1 ./bench/sip.sh         # smoke run: short steps, few rates, one round (~7 min)
+#   QUICK=1 TRANSPORTS=u1 MODES=open ./bench/sip.sh   # ~2 min
 #
 # What it does:
 #   1. installs kamailio and sip-tester with apt if missing (root or sudo),
