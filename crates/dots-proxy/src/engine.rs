@@ -355,16 +355,7 @@ impl Engine {
         }
 
         // §16.4: pop the Route entries that name this node (loose routing).
-        let mut routed = false;
-        while let Some(top) = req.headers.get(HeaderName::Route) {
-            match NameAddr::parse(top) {
-                Ok(na) if self.is_me(&na.uri) => {
-                    req.headers.pop_front(HeaderName::Route);
-                    routed = true;
-                }
-                _ => break,
-            }
-        }
+        let routed = self.pop_own_routes(&mut req);
         if let Some(next) = req.headers.get(HeaderName::Route) {
             // Pre-loaded or dialog route set: forward to the next hop as is.
             let Some(dest) = NameAddr::parse(next).ok().and_then(|na| resolve(&na.uri)) else {
@@ -580,9 +571,7 @@ impl Engine {
     ) {
         if req.method == Method::Invite {
             // §16.2: a stateful proxy answers 100 at once so the caller stops retransmitting.
-            let mut trying = req.make_response(100, None);
-            self.decorate(&mut trying);
-            self.respond(now, server, trying);
+            self.send_trying(now, server, &req);
         }
         let loop_hash = loop_hash(&req);
         let dialog_creating = matches!(
@@ -596,12 +585,7 @@ impl Engine {
             };
             let mut fwd = req.clone();
             fwd.uri = target.uri;
-            match fwd.max_forwards() {
-                Some(n) => fwd
-                    .headers
-                    .set(HeaderName::MaxForwards, (n - 1).to_string()),
-                None => fwd.headers.push(HeaderName::MaxForwards, "70"),
-            }
+            decrement_max_forwards(&mut fwd);
             for route in target.routes.iter().rev() {
                 fwd.headers.push_front(HeaderName::Route, route.clone());
             }
@@ -866,7 +850,7 @@ impl Engine {
                         self.branch_of.remove(&b.client);
                     }
                 }
-                if self.retry_remote(server, attempt) {
+                if self.retry_remote(now, server, attempt) {
                     return;
                 }
                 if let Some(old) = old {
@@ -941,14 +925,7 @@ impl Engine {
         if req.max_forwards() == Some(0) {
             return;
         }
-        while let Some(top) = req.headers.get(HeaderName::Route) {
-            match NameAddr::parse(top) {
-                Ok(na) if self.is_me(&na.uri) => {
-                    req.headers.pop_front(HeaderName::Route);
-                }
-                _ => break,
-            }
-        }
+        self.pop_own_routes(&mut req);
         let next = match req.headers.get(HeaderName::Route) {
             Some(r) => NameAddr::parse(r).ok().map(|na| na.uri),
             None if !self.is_me(&req.uri) => Some(req.uri.clone()),
@@ -960,12 +937,7 @@ impl Engine {
         let Some(listener) = self.listener_for(dest.transport).cloned() else {
             return;
         };
-        match req.max_forwards() {
-            Some(n) => req
-                .headers
-                .set(HeaderName::MaxForwards, (n - 1).to_string()),
-            None => req.headers.push(HeaderName::MaxForwards, "70"),
-        }
+        decrement_max_forwards(&mut req);
         // A stateless branch derived from the incoming one, so a retransmitted
         // ACK gets the same branch downstream.
         let mut h = DefaultHasher::new();
@@ -1073,6 +1045,22 @@ impl Engine {
             .find(|l| l.transport == transport)
     }
 
+    /// §16.4: removes the leading Route entries that name this node (loose
+    /// routing); true if there was one.
+    fn pop_own_routes(&self, req: &mut Request) -> bool {
+        let mut popped = false;
+        while let Some(top) = req.headers.get(HeaderName::Route) {
+            match NameAddr::parse(top) {
+                Ok(na) if self.is_me(&na.uri) => {
+                    req.headers.pop_front(HeaderName::Route);
+                    popped = true;
+                }
+                _ => break,
+            }
+        }
+        popped
+    }
+
     /// Is this URI one of the node's own addresses (host and port)?
     fn is_me(&self, uri: &Uri) -> bool {
         if !self.local_hosts.contains(&uri.host) {
@@ -1143,6 +1131,16 @@ impl Engine {
             }
         }
         false
+    }
+}
+
+/// §16.6 step 3: one hop less, or 70 when the request had no Max-Forwards.
+fn decrement_max_forwards(req: &mut Request) {
+    match req.max_forwards() {
+        Some(n) => req
+            .headers
+            .set(HeaderName::MaxForwards, n.saturating_sub(1).to_string()),
+        None => req.headers.push(HeaderName::MaxForwards, "70"),
     }
 }
 

@@ -214,18 +214,19 @@ impl Engine {
             aor,
             failed: None,
         };
-        if pending.request.method == Method::Invite {
-            // Stop the caller's retransmissions while we look or connect.
-            self.send_trying(now, server, &pending.request);
-        }
         match cached {
             Some(p) => self.forward_to_node(now, pending, &p),
-            None => self.start_lookup(pending, false),
+            None => self.start_lookup(now, pending, false),
         }
         None
     }
 
-    fn start_lookup(&mut self, pending: PendingRoute, fresh: bool) {
+    fn start_lookup(&mut self, now: Millis, pending: PendingRoute, fresh: bool) {
+        if pending.request.method == Method::Invite && pending.failed.is_none() {
+            // The lookup may take a while: stop the caller's retransmissions.
+            // (Forwarding sends its own 100, so a cache hit needs none here.)
+            self.send_trying(now, pending.server, &pending.request);
+        }
         let o = &mut self.overlay;
         o.next_token += 1;
         let token = o.next_token;
@@ -287,7 +288,12 @@ impl Engine {
 
     /// A request forwarded to another node failed (timeout, unreachable, 5xx):
     /// the record may be stale. Look again, bypassing caches, once.
-    pub(crate) fn retry_remote(&mut self, server: TxnId, attempt: RemoteAttempt) -> bool {
+    pub(crate) fn retry_remote(
+        &mut self,
+        now: Millis,
+        server: TxnId,
+        attempt: RemoteAttempt,
+    ) -> bool {
         if attempt.retried {
             return false;
         }
@@ -306,7 +312,7 @@ impl Engine {
             aor: attempt.aor,
             failed: Some(attempt.node),
         };
-        self.start_lookup(pending, true);
+        self.start_lookup(now, pending, true);
         true
     }
 }
