@@ -149,20 +149,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
         default_expires: config.registrar.default_expires,
         max_contacts_per_aor: config.registrar.max_contacts_per_aor,
     };
+    // The host the engine writes in Via and Record-Route, for the SIP URIs
+    // this node publishes too.
+    let sip_host = engine_config.listeners[0].host();
     let mut engine = Engine::new(engine_config, rand_seed());
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(8192);
 
     let mut federation = if config.p2p.listen.is_empty() {
         None
     } else {
-        let host = config
-            .sip
-            .advertise
-            .clone()
-            .unwrap_or_else(|| match sip_addr.ip() {
-                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-                ip => ip.to_string(),
-            });
+        let host = &sip_host;
         let port = sip_addr.port();
         let sip_uris = vec![
             format!("sip:{host}:{port};transport=tcp"),
