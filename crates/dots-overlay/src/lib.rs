@@ -52,9 +52,11 @@
 //! second TLS stack to the build).
 
 mod behaviour;
+mod local;
 mod metrics;
 mod task;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -72,6 +74,7 @@ pub use behaviour::{
 pub use metrics::{OverlayMetrics, LOOKUP_LATENCY_BUCKETS_MS};
 pub use task::{now_ms, LOOKUP_DEADLINE};
 
+use local::LocalView;
 use task::{Command, Task};
 
 /// How long an idle connection is kept open.
@@ -103,6 +106,7 @@ pub enum OverlayEvent {
 pub struct Overlay {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    local: Arc<LocalView>,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -134,7 +138,14 @@ impl Overlay {
         let builder = builder.with_quic();
         let mut swarm = builder
             .with_behaviour(|key| behaviour::Behaviour::new(key).map_err(Into::into))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .with_swarm_config(|c| {
+                c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                    // Every DHT request opens a substream; announcing its protocol and
+                    // sending the request at once saves a round trip per request.
+                    .with_substream_upgrade_protocol_override(
+                        libp2p::core::upgrade::Version::V1Lazy,
+                    )
+            })
             .build();
 
         let mut pending = Vec::new();
@@ -198,12 +209,14 @@ impl Overlay {
 
         let (command_tx, command_rx) = mpsc::channel(256);
         let (event_tx, event_rx) = mpsc::channel(1024);
-        let task = Task::new(swarm, command_rx, event_tx, config.max_ttl);
+        let local = Arc::new(LocalView::default());
+        let task = Task::new(swarm, command_rx, event_tx, config.max_ttl, local.clone());
         tokio::spawn(task.run());
         Ok((
             Overlay {
                 peer_id,
                 commands: command_tx,
+                local,
             },
             event_rx,
         ))
@@ -233,6 +246,19 @@ impl Overlay {
             .ok_or_else(stopped)?
     }
 
+    /// Like [`Overlay::publish`], but answers only once `replicas` peers acknowledged
+    /// the DHT put (an error if fewer did before the query timed out). For callers that
+    /// need the record durable in the DHT before going on, and for measuring the put.
+    pub async fn publish_confirmed(
+        &self,
+        record: Vec<u8>,
+        replicas: std::num::NonZeroUsize,
+    ) -> anyhow::Result<()> {
+        self.request(|reply| Command::PublishConfirmed(record, replicas, reply))
+            .await
+            .ok_or_else(stopped)?
+    }
+
     /// Best record for the subject: local store/cache first unless `fresh`, else a DHT
     /// get (finished once a valid record arrives from a peer, or after
     /// [`LOOKUP_DEADLINE`]); verified; None if nothing valid.
@@ -241,6 +267,16 @@ impl Overlay {
         subject: &str,
         fresh: bool,
     ) -> anyhow::Result<Option<PresenceRecord>> {
+        if !fresh {
+            let started = std::time::Instant::now();
+            if let Some(record) = self
+                .local
+                .get(&dots_records::presence_key(subject), now_ms())
+            {
+                self.local.observe_lookup(started.elapsed(), true);
+                return Ok(Some(record));
+            }
+        }
         let subject = subject.to_string();
         self.request(|reply| Command::Lookup {
             subject,

@@ -2,6 +2,8 @@
 //! the record rules to everything that arrives from the network.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dots_records::{Millis, PresenceRecord};
@@ -14,6 +16,7 @@ use libp2p::{identify, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use crate::local::LocalView;
 use crate::metrics::OverlayMetrics;
 use crate::OverlayEvent;
 
@@ -27,6 +30,8 @@ pub(crate) type Reply<T> = oneshot::Sender<T>;
 pub(crate) enum Command {
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Publish(Vec<u8>, Reply<anyhow::Result<()>>),
+    /// Publish, then answer once `replicas` peers acknowledged the DHT put.
+    PublishConfirmed(Vec<u8>, NonZeroUsize, Reply<anyhow::Result<()>>),
     Lookup {
         subject: String,
         fresh: bool,
@@ -62,6 +67,9 @@ pub(crate) struct Task {
     pub topic: IdentTopic,
     pub metrics: OverlayMetrics,
     lookups: HashMap<QueryId, PendingLookup>,
+    confirmations: HashMap<QueryId, Reply<anyhow::Result<()>>>,
+    /// Mirror of the store for lookups answered outside this task.
+    local: Arc<LocalView>,
 }
 
 /// The wall clock in ms since the UNIX epoch, the time base of record expiry.
@@ -77,6 +85,7 @@ impl Task {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<OverlayEvent>,
         max_ttl: Millis,
+        local: Arc<LocalView>,
     ) -> Task {
         Task {
             swarm,
@@ -86,6 +95,8 @@ impl Task {
             topic: crate::behaviour::presence_topic(),
             metrics: OverlayMetrics::default(),
             lookups: HashMap::new(),
+            confirmations: HashMap::new(),
+            local,
         }
     }
 
@@ -124,7 +135,17 @@ impl Task {
                 let _ = reply.send(self.listen_addrs());
             }
             Command::Publish(bytes, reply) => {
-                let _ = reply.send(self.publish(bytes));
+                let _ = reply.send(self.publish(bytes, Quorum::One).map(|_| ()));
+            }
+            Command::PublishConfirmed(bytes, replicas, reply) => {
+                match self.publish(bytes, Quorum::N(replicas)) {
+                    Ok(query) => {
+                        self.confirmations.insert(query, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Lookup {
                 subject,
@@ -158,10 +179,11 @@ impl Task {
             .filter(|(_, topics)| topics.contains(&&topic))
             .count() as u64;
         m.records_stored = self.swarm.behaviour_mut().kad.store_mut().records().count() as u64;
+        self.local.add_lookups_to(&mut m);
         m
     }
 
-    fn publish(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+    fn publish(&mut self, bytes: Vec<u8>, quorum: Quorum) -> anyhow::Result<QueryId> {
         let now = now_ms();
         let record = PresenceRecord::verify(&bytes, None, now, self.max_ttl)
             .map_err(|e| anyhow::anyhow!("refusing to publish: {e}"))?;
@@ -173,7 +195,7 @@ impl Task {
         }
         let kad_record = kad_record(&record, bytes.clone(), None, now);
         let behaviour = self.swarm.behaviour_mut();
-        let query = behaviour.kad.put_record(kad_record, Quorum::One)?;
+        let query = behaviour.kad.put_record(kad_record, quorum)?;
         match behaviour.gossipsub.publish(self.topic.clone(), bytes) {
             Ok(_) => {}
             Err(e @ (PublishError::Duplicate | PublishError::NoPeersSubscribedToTopic)) => {
@@ -183,7 +205,7 @@ impl Task {
         }
         self.metrics.published += 1;
         tracing::debug!(subject = %record.subject, seq = record.seq, ?query, "presence published");
-        Ok(())
+        Ok(query)
     }
 
     fn lookup(
@@ -228,9 +250,24 @@ impl Task {
             Ok(record) if record.exp > now => Some((record, value)),
             _ => {
                 store.remove(&kad_key);
+                self.local.remove(key);
                 None
             }
         }
+    }
+
+    /// Whether `bytes` are exactly the record stored under its key (and `key`, when
+    /// the network named one, is that key).
+    fn is_stored_copy(&mut self, key: Option<&[u8]>, bytes: &[u8], now: Millis) -> bool {
+        let Ok(record) = PresenceRecord::decode_unverified(bytes) else {
+            return false;
+        };
+        let record_key = record.key();
+        if key.is_some_and(|k| k != record_key) {
+            return false;
+        }
+        self.stored(&record_key, now)
+            .is_some_and(|(_, stored)| stored == bytes)
     }
 
     /// Applies the merge rule to a verified record and stores it if it wins.
@@ -252,7 +289,10 @@ impl Task {
         }
         let kad_record = kad_record(record, bytes.to_vec(), publisher, now);
         match self.swarm.behaviour_mut().kad.store_mut().put(kad_record) {
-            Ok(()) => Merge::New,
+            Ok(()) => {
+                self.local.insert(record.clone());
+                Merge::New
+            }
             Err(e) => {
                 tracing::warn!(subject = %record.subject, "record not stored: {e}");
                 Merge::Refused("store_full")
@@ -269,6 +309,11 @@ impl Task {
         via: &'static str,
     ) -> Merge {
         let now = now_ms();
+        if self.is_stored_copy(key, bytes, now) {
+            // The same bytes again (the DHT put after the gossip, or the other way
+            // round): verified when stored, nothing to learn.
+            return Merge::Duplicate;
+        }
         let record = match PresenceRecord::verify(bytes, key, now, self.max_ttl) {
             Ok(record) => record,
             Err(e) => {
@@ -353,7 +398,7 @@ impl Task {
             let acceptance = if message.topic != self.topic.hash() {
                 MessageAcceptance::Reject
             } else {
-                match self.offer(None, &message.data, message.source, "gossip") {
+                match self.offer(None, &message.data, None, "gossip") {
                     Merge::New => MessageAcceptance::Accept,
                     // Valid but old or already known: do not forward, do not penalise.
                     Merge::Duplicate | Merge::Refused("stale" | "store_full") => {
@@ -388,13 +433,23 @@ impl Task {
                 ..
             } => self.get_record_progress(id, result),
             kad::Event::OutboundQueryProgressed {
+                id,
                 result: QueryResult::PutRecord(result),
                 stats,
                 ..
-            } => match result {
-                Ok(ok) => tracing::debug!(key = ?ok.key, ?stats, "presence put to the DHT"),
-                Err(e) => tracing::debug!("presence put: {e}"),
-            },
+            } => {
+                match &result {
+                    Ok(ok) => tracing::debug!(key = ?ok.key, ?stats, "presence put to the DHT"),
+                    Err(e) => tracing::debug!("presence put: {e}"),
+                }
+                if let Some(reply) = self.confirmations.remove(&id) {
+                    let answer = match result {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(anyhow::anyhow!("DHT put: {e}")),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
             kad::Event::OutboundQueryProgressed {
                 result: QueryResult::Bootstrap(result),
                 ..
@@ -489,6 +544,9 @@ impl Task {
             .collect();
         for key in &expired {
             store.remove(key);
+            if let Ok(key) = <[u8; 32]>::try_from(key.to_vec()) {
+                self.local.remove(&key);
+            }
         }
         if !expired.is_empty() {
             tracing::debug!(count = expired.len(), "expired records dropped");

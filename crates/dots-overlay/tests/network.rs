@@ -177,6 +177,29 @@ async fn publish_gossip_and_fresh_lookup() {
         assert!(m
             .prometheus("dots_overlay")
             .contains("dots_overlay_lookup_duration_ms_count 3"));
+
+        // The local answer follows the store: the newer record, not the first.
+        assert_eq!(
+            nodes[3].overlay.lookup(SUBJECT, false).await.unwrap(),
+            Some(newer.clone())
+        );
+        // A confirmed publish returns once that many peers stored it, and fails when
+        // the network has fewer peers than asked for.
+        let third = presence(&nodes[0].key, 3, now_ms() + 60_000);
+        let four = std::num::NonZeroUsize::new(4).unwrap();
+        nodes[0]
+            .overlay
+            .publish_confirmed(third.sign(&nodes[0].key), four)
+            .await
+            .expect("4 peers acknowledge");
+        let fourth = presence(&nodes[0].key, 4, now_ms() + 60_000);
+        let five = std::num::NonZeroUsize::new(5).unwrap();
+        let err = nodes[0]
+            .overlay
+            .publish_confirmed(fourth.sign(&nodes[0].key), five)
+            .await
+            .expect_err("only 4 peers exist");
+        assert!(err.to_string().contains("DHT put"), "{err:#}");
         shutdown_all(&nodes).await;
     })
     .await
@@ -260,7 +283,7 @@ fn raw_peer() -> Swarm<RawBehaviour> {
             let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), config);
             kad.set_mode(Some(Mode::Server));
             let mut gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::MessageAuthenticity::Anonymous,
                 dots_overlay::gossipsub_config(),
             )
             .unwrap();

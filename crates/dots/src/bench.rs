@@ -19,8 +19,8 @@
 //!    DHT lookup, `survival_any` = found so in either pass.
 //!
 //! Latencies are timed inside the node process, from the API call to its result.
-//! put: sign + `publish` until it returns (stored locally, DHT put and gossip under
-//! way; the overlay does not report when the put completes). get, mapped onto the two
+//! put: sign + `publish_confirmed` until it returns: stored locally, gossip under way,
+//! and the DHT put acknowledged by min(8, N-1) peers (OpenDHT's put: its 8 closest). get, mapped onto the two
 //! times OpenDHT's get reports: `p50_ms`.. ("first value") = `lookup(fresh = false)`
 //! until it returns the expected record, over the ops where it did (`first_ok`);
 //! `done_p50_ms`.. ("search done") = the `lookup(fresh = true)` that follows, until it
@@ -90,6 +90,10 @@ pub struct OverlayBenchArgs {
     /// Watchdog: abort the whole run after this many seconds.
     #[arg(long, default_value_t = 1800.0)]
     max_seconds: f64,
+    /// A put returns once this many peers (at most N-1) acknowledged the DHT put;
+    /// OpenDHT's put returns once its 8 closest nodes stored the value.
+    #[arg(long, default_value_t = 8)]
+    put_replicas: usize,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +109,9 @@ pub struct WorkerArgs {
     ttl_ms: u64,
     #[arg(long, default_value_t = 1800.0)]
     max_seconds: f64,
+    /// A put returns once this many peers acknowledged the DHT put.
+    #[arg(long, default_value_t = 8)]
+    put_replicas: usize,
 }
 
 /// Environment variable set once the run is inside its own network namespace.
@@ -236,6 +243,8 @@ async fn worker_loop(args: WorkerArgs) -> anyhow::Result<()> {
 
     let sip_port = 5060 + args.index;
     let ttl_ms = args.ttl_ms;
+    let put_replicas =
+        std::num::NonZeroUsize::new(args.put_replicas).context("--put-replicas 0")?;
     // Commands arrive on stdin, read by a plain thread; its end (EOF) stops the node.
     let (line_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -280,7 +289,7 @@ async fn worker_loop(args: WorkerArgs) -> anyhow::Result<()> {
                     sip[1] = format!("sip:{}@127.0.0.1", &fill[..pad]);
                     let record = PresenceRecord::new(subject, &key, sip, 1, exp);
                     let bytes = record.sign(&key);
-                    let result = overlay.publish(bytes.clone()).await;
+                    let result = overlay.publish_confirmed(bytes.clone(), put_replicas).await;
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     emit(&FromWorker::Res {
                         op,
@@ -491,6 +500,13 @@ impl Net {
             .arg(RECORD_TTL_MS.to_string())
             .arg("--max-seconds")
             .arg(a.max_seconds.to_string())
+            .arg("--put-replicas")
+            .arg(
+                a.put_replicas
+                    .min(a.nodes.saturating_sub(1))
+                    .max(1)
+                    .to_string(),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -899,7 +915,7 @@ fn timed_phase(
             ),
         ]);
     }
-    // put: until `publish` returned; get: the first value, `lookup(fresh = false)`.
+    // put: until `publish_confirmed` returned; get: the first value, `lookup(fresh = false)`.
     let lat: Vec<f64> = res
         .iter()
         .filter(|r| r.first_ok)

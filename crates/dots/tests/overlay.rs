@@ -413,7 +413,7 @@ impl TestPeer {
                     );
                     kad.set_mode(Some(kad::Mode::Client));
                     let mut gossipsub = gossipsub::Behaviour::new(
-                        gossipsub::MessageAuthenticity::Signed(key.clone()),
+                        gossipsub::MessageAuthenticity::Anonymous,
                         dots_overlay::gossipsub_config(),
                     )?;
                     gossipsub.subscribe(&dots_overlay::presence_topic())?;
