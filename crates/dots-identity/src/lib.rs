@@ -85,6 +85,7 @@
 //! their own (as presence records do) to never be mistaken for a request.
 
 mod b64;
+pub mod login;
 mod request;
 mod wallet;
 

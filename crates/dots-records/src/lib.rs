@@ -33,19 +33,22 @@
 //! Its `did:key` is `did:key:z` + base58btc(`0xed 0x01` + public key). On disk the
 //! key is `<dir>/node.key`: the 32 raw secret bytes, mode 0600.
 //!
-//! # Encoding of a presence record (version 1)
+//! # Encoding of a presence record (version 2)
 //!
 //! A fixed binary layout; integers are big-endian, `bytes` is a `u32` length followed
 //! by that many bytes, strings are UTF-8 `bytes`:
 //!
 //! ```text
 //! record    = body signature
-//! body      = version:u8 (=1)
+//! body      = version:u8 (=2)
 //!             subject:bytes        (non-empty UTF-8)
 //!             node:bytes           (Ed25519 libp2p PeerId, 38 bytes)
 //!             count:u32  sip:bytes * count
 //!             seq:u64
 //!             exp:u64              (ms since the UNIX epoch)
+//!             grant:bytes          (empty, or a Grant when the subject is a DID)
+//! grant     = did:bytes node:bytes issued:u64 until:u64
+//!             Ed25519(DID's key, "dots-grant-v1:" did:bytes node:bytes issued until)
 //! signature = Ed25519(node's key, "dots-presence-v1:" body)   (64 bytes)
 //! ```
 //!
@@ -55,11 +58,15 @@
 //! most [`MAX_RECORD_SIZE`] bytes (the Kademlia wire limit is 16 KiB).
 //!
 //! [`PresenceRecord::verify`] checks, in this order (cheap checks first): size,
-//! version, layout, node id, DHT key, `exp > now`, `exp <= now + max_ttl`, signature.
+//! version, layout, node id, DHT key, `exp > now`, `exp <= now + max_ttl`, the grant
+//! (required for a DID subject: same DID, same node, `until >= exp`, signed by the
+//! DID's key; refused on any other subject), the node's signature.
 
+mod grant;
 mod key;
 mod presence;
 
+pub use grant::{is_did_subject, Grant, GRANT_SIGNING_DOMAIN, MAX_DID_LEN};
 pub use key::{
     did_from_public, peer_id_from_public, public_from_did, public_from_peer_id, NodeKey,
     ED25519_PEER_ID_LEN, KEY_FILE,
@@ -69,7 +76,7 @@ pub use presence::{
 };
 
 /// Version of the record encoding that this crate writes and accepts.
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
 /// Largest encoded record (signature included) that `verify` accepts.
 pub const MAX_RECORD_SIZE: usize = 4096;
 /// Milliseconds since the UNIX epoch.
@@ -94,6 +101,16 @@ pub enum RecordError {
     BadSignature,
     #[error("node id is not an Ed25519 libp2p PeerId")]
     BadNodeId,
+    #[error("presence for a DID without the user's grant")]
+    MissingGrant,
+    #[error("the grant is for {0}")]
+    GrantMismatch(&'static str),
+    #[error("the grant ends before the record expires")]
+    GrantExpired,
+    #[error("the grant's signature is not by the DID's key")]
+    BadGrantSignature,
+    #[error("not an Ed25519 did:key")]
+    BadDid,
 }
 
 impl RecordError {
@@ -108,6 +125,11 @@ impl RecordError {
             RecordError::TooFarInFuture => "too_far_in_future",
             RecordError::BadSignature => "bad_signature",
             RecordError::BadNodeId => "bad_node_id",
+            RecordError::MissingGrant => "missing_grant",
+            RecordError::GrantMismatch(_) => "grant_mismatch",
+            RecordError::GrantExpired => "grant_expired",
+            RecordError::BadGrantSignature => "bad_grant_signature",
+            RecordError::BadDid => "bad_did",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use sha2_011::{Digest, Sha256};
 
+use crate::grant::{is_did_subject, Grant};
 use crate::key::{public_from_peer_id, verify_signature, NodeKey};
 use crate::{Millis, RecordError, MAX_RECORD_SIZE, RECORD_VERSION};
 
@@ -36,6 +37,9 @@ pub struct PresenceRecord {
     pub sip: Vec<String>,
     pub seq: u64,
     pub exp: Millis,
+    /// The user's permission for `node` to announce a DID subject; required when the
+    /// subject is a DID, absent otherwise.
+    pub grant: Option<Grant>,
 }
 
 impl PresenceRecord {
@@ -54,7 +58,14 @@ impl PresenceRecord {
             sip,
             seq,
             exp,
+            grant: None,
         }
+    }
+
+    /// The same record carrying the user's grant (for a DID subject).
+    pub fn with_grant(mut self, grant: Grant) -> PresenceRecord {
+        self.grant = Some(grant);
+        self
     }
 
     /// The DHT key of this record, `presence_key(&self.subject)`.
@@ -83,6 +94,10 @@ impl PresenceRecord {
         }
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.exp.to_be_bytes());
+        put_bytes(
+            &mut out,
+            &self.grant.as_ref().map(Grant::encode).unwrap_or_default(),
+        );
         out
     }
 
@@ -125,6 +140,16 @@ impl PresenceRecord {
         }
         if record.exp > now.saturating_add(max_ttl) {
             return Err(RecordError::TooFarInFuture);
+        }
+        match (&record.grant, is_did_subject(&record.subject)) {
+            (Some(grant), true) => grant.check(&record.subject, &record.node, record.exp)?,
+            (None, true) => return Err(RecordError::MissingGrant),
+            (Some(_), false) => {
+                return Err(RecordError::Malformed(
+                    "grant on a subject that is not a DID".into(),
+                ))
+            }
+            (None, false) => {}
         }
         let (body, signature) = bytes.split_at(body_len);
         let signature: &[u8; SIGNATURE_LEN] = signature
@@ -194,6 +219,10 @@ fn decode(bytes: &[u8]) -> Result<(PresenceRecord, [u8; 32], usize), RecordError
     }
     let seq = r.u64("seq")?;
     let exp = r.u64("exp")?;
+    let grant = match r.bytes("grant")? {
+        [] => None,
+        bytes => Some(Grant::decode(bytes)?),
+    };
     if !r.buf.is_empty() {
         return Err(RecordError::Malformed("trailing bytes".into()));
     }
@@ -205,16 +234,17 @@ fn decode(bytes: &[u8]) -> Result<(PresenceRecord, [u8; 32], usize), RecordError
         sip,
         seq,
         exp,
+        grant,
     };
     Ok((record, public, body_len))
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], RecordError> {
+    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], RecordError> {
         if self.buf.len() < n {
             return Err(RecordError::Malformed(format!("truncated {what}")));
         }
@@ -223,23 +253,23 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, RecordError> {
+    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, RecordError> {
         let b = self.take(4, what)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64, RecordError> {
+    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, RecordError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8, what)?);
         Ok(u64::from_be_bytes(a))
     }
 
-    fn bytes(&mut self, what: &str) -> Result<&'a [u8], RecordError> {
+    pub(crate) fn bytes(&mut self, what: &str) -> Result<&'a [u8], RecordError> {
         let n = self.u32(what)? as usize;
         self.take(n, what)
     }
 
-    fn string(&mut self, what: &str) -> Result<String, RecordError> {
+    pub(crate) fn string(&mut self, what: &str) -> Result<String, RecordError> {
         let b = self.bytes(what)?;
         String::from_utf8(b.to_vec())
             .map_err(|_| RecordError::Malformed(format!("{what}: not UTF-8")))

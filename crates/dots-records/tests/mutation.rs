@@ -4,7 +4,7 @@
 //! `DOTS_RECORDS_MUTATION_SEED` and `DOTS_RECORDS_MUTATION_ITERATIONS` override the
 //! fixed seed and the iteration count.
 
-use dots_records::{NodeKey, PresenceRecord, MAX_RECORD_SIZE};
+use dots_records::{Grant, NodeKey, PresenceRecord, MAX_RECORD_SIZE};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -26,7 +26,17 @@ fn seeds(key: &NodeKey) -> Vec<Vec<u8>> {
     vec![
         PresenceRecord::new("sip:alice@dots.test", key, sip(2), 1, NOW + 60_000).sign(key),
         PresenceRecord::new("sip:bob@dots.test", key, vec![], 9, NOW + 1).sign(key),
-        PresenceRecord::new(key.did(), key, sip(8), u64::MAX, NOW + 600_000).sign(key),
+        {
+            // A DID subject: the user's grant for this node inside the record.
+            let user = NodeKey::from_secret([4; 32]);
+            let grant =
+                Grant::new_signed(&user.did(), &key.peer_id_bytes(), NOW, NOW + 600_000, |m| {
+                    user.sign(m)
+                });
+            PresenceRecord::new(user.did(), key, sip(8), u64::MAX, NOW + 600_000)
+                .with_grant(grant)
+                .sign(key)
+        },
     ]
 }
 

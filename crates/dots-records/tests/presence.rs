@@ -1,8 +1,8 @@
 //! Presence records: round trip, every refusal, the merge rule, PeerId and did:key.
 
 use dots_records::{
-    did_from_public, presence_key, public_from_did, public_from_peer_id, NodeKey, PresenceRecord,
-    RecordError, MAX_RECORD_SIZE, RECORD_VERSION, SIGNATURE_LEN,
+    did_from_public, presence_key, public_from_did, public_from_peer_id, Grant, NodeKey,
+    PresenceRecord, RecordError, MAX_RECORD_SIZE, RECORD_VERSION, SIGNATURE_LEN,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -190,8 +190,10 @@ fn malformed() {
 fn unknown_version() {
     let k = key(1);
     let mut r = record(&k, 1, NOW + 1000);
-    r.version = 2;
-    assert_eq!(verify(&r.sign(&k)), Err(RecordError::UnknownVersion(2)));
+    r.version = 1;
+    assert_eq!(verify(&r.sign(&k)), Err(RecordError::UnknownVersion(1)));
+    r.version = 3;
+    assert_eq!(verify(&r.sign(&k)), Err(RecordError::UnknownVersion(3)));
 }
 
 #[test]
@@ -249,13 +251,14 @@ fn bad_signature() {
     // Names the honest node, signed by another key.
     let forged = record(&honest, 1, NOW + 1000).sign(&rogue);
     assert_eq!(verify(&forged), Err(RecordError::BadSignature));
-    // Every field is covered: flip a bit in seq, exp, a sip URI, the signature.
+    // Every field is covered: flip a bit in seq, exp, a sip URI, the signature
+    // (the body ends with seq, exp and the 4-byte length of the empty grant).
     let bytes = record(&honest, 1, NOW + 1000).sign(&honest);
     let body_len = bytes.len() - SIGNATURE_LEN;
     for at in [
-        body_len - 16,
-        body_len - 1,
-        body_len - 30,
+        body_len - 20,
+        body_len - 5,
+        body_len - 34,
         body_len,
         bytes.len() - 1,
     ] {
@@ -376,4 +379,85 @@ fn load_or_create_key_file() {
     let err = NodeKey::load_or_create(&nested).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn did_record(node: &NodeKey, user: &NodeKey, grant_node: &NodeKey, until: u64) -> PresenceRecord {
+    let grant = Grant::new_signed(&user.did(), &grant_node.peer_id_bytes(), NOW, until, |m| {
+        user.sign(m)
+    });
+    PresenceRecord::new(
+        user.did(),
+        node,
+        vec!["sip:192.0.2.1:5061".into()],
+        1,
+        NOW + 1000,
+    )
+    .with_grant(grant)
+}
+
+#[test]
+fn did_subjects_need_the_users_grant() {
+    let verify = |bytes: &[u8]| PresenceRecord::verify(bytes, None, NOW, MAX_TTL);
+    let node = key(1);
+    let user = key(5);
+    let rogue = key(6);
+    // A valid grant: round trip, grant included.
+    let good = did_record(&node, &user, &node, NOW + 1000);
+    assert_eq!(verify(&good.sign(&node)), Ok(good.clone()));
+
+    // No grant at all: the rogue node's own record for the user's DID.
+    let bare = PresenceRecord::new(
+        user.did(),
+        &rogue,
+        vec!["sip:192.0.2.66".into()],
+        9,
+        NOW + 1000,
+    );
+    assert_eq!(verify(&bare.sign(&rogue)), Err(RecordError::MissingGrant));
+    // A grant the user gave to another node, copied into the rogue's record.
+    let copied = PresenceRecord {
+        node: rogue.peer_id_bytes(),
+        ..good.clone()
+    };
+    assert_eq!(
+        verify(&copied.sign(&rogue)),
+        Err(RecordError::GrantMismatch("another node"))
+    );
+    // A grant "signed" by the rogue for the user's DID.
+    let mut forged = did_record(&rogue, &user, &rogue, NOW + 1000);
+    let grant = forged.grant.as_mut().unwrap();
+    grant.signature = rogue.sign(&Grant::signing_message(
+        &grant.did,
+        &grant.node,
+        grant.issued,
+        grant.until,
+    ));
+    assert_eq!(
+        verify(&forged.sign(&rogue)),
+        Err(RecordError::BadGrantSignature)
+    );
+    // A grant for another DID.
+    let mut other = did_record(&node, &rogue, &node, NOW + 1000);
+    other.subject = user.did();
+    assert_eq!(
+        verify(&other.sign(&node)),
+        Err(RecordError::GrantMismatch("another DID"))
+    );
+    // A grant that ends before the record does.
+    let short = did_record(&node, &user, &node, NOW + 999);
+    assert_eq!(verify(&short.sign(&node)), Err(RecordError::GrantExpired));
+    // A grant on an address of record is refused, not ignored.
+    let aor = PresenceRecord {
+        subject: "sip:alice@dots.test".into(),
+        ..good.clone()
+    };
+    assert!(matches!(
+        verify(&aor.sign(&node)),
+        Err(RecordError::Malformed(_))
+    ));
+    // A malformed DID subject cannot carry a valid grant.
+    let mut bad_did = good.clone();
+    bad_did.subject = "did:key:zNotBase58!".into();
+    bad_did.grant.as_mut().unwrap().did = bad_did.subject.clone();
+    assert_eq!(verify(&bad_did.sign(&node)), Err(RecordError::BadDid));
 }
