@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{EngineConfig, Listener};
+use crate::identity::AccountOwner;
 use crate::overlay::{OverlayState, RemoteAttempt};
 use crate::stats::Stats;
 
@@ -74,6 +75,8 @@ pub struct Engine {
     registrar: Registrar,
     auth: DigestAuth,
     accounts: HashMap<String, Credentials>,
+    /// Device accounts' owners, by user name.
+    pub(crate) owners: HashMap<String, AccountOwner>,
     known_aors: HashSet<String>,
     calls: HashMap<TxnId, ProxyCall>,
     branch_of: HashMap<TxnId, TxnId>,
@@ -119,6 +122,7 @@ impl Engine {
             local_ports,
             canonical_domain,
             accounts: HashMap::new(),
+            owners: HashMap::new(),
             known_aors: HashSet::new(),
             calls: HashMap::new(),
             branch_of: HashMap::new(),
@@ -138,6 +142,13 @@ impl Engine {
     /// Replaces the account table (user name → digest credentials).
     pub fn set_accounts(&mut self, accounts: HashMap<String, Credentials>) {
         self.accounts = accounts;
+    }
+
+    /// Replaces the owners of device accounts (user name → DID and delegation). A
+    /// device account registers under its owner's DID, so that a call to the DID
+    /// reaches every device of the user.
+    pub fn set_account_owners(&mut self, owners: HashMap<String, AccountOwner>) {
+        self.owners = owners;
     }
 
     /// Loads persisted bindings at start-up (expired ones are dropped at the

@@ -28,10 +28,12 @@
 
 mod config;
 mod engine;
+mod identity;
 mod overlay;
 mod stats;
 
 pub use config::{EngineConfig, Listener};
 pub use engine::{Engine, ALLOW, SUPPORTED};
+pub use identity::AccountOwner;
 pub use overlay::{LookupRequest, PresenceChange, RemotePresence, ROUTED_HEADER};
 pub use stats::Stats;
