@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use dots_overlay::{Overlay, OverlayConfig, OverlayEvent};
 use dots_proxy::{LookupRequest, RemotePresence};
-use dots_records::{NodeKey, PresenceRecord};
+use dots_records::{Grant, NodeKey, PresenceRecord};
 use tokio::sync::mpsc;
 
 use crate::config::P2pConfig;
@@ -94,14 +94,29 @@ impl Federation {
     /// none). The sequence number is the wall clock in ms, bumped to stay
     /// strictly increasing, so a user who moves to another node is
     /// superseded there without any coordination between nodes.
-    pub fn publish(&mut self, aor: &str, online: bool, now: u64) {
+    ///
+    /// A DID's record carries the user's `grant` and expires no later than it; a
+    /// DID without a grant (a key user registered at a node in open mode) is not
+    /// published: no other node would accept the record.
+    pub fn publish(&mut self, aor: &str, online: bool, grant: Option<Grant>, now: u64) {
+        let mut exp = now + self.ttl_ms;
+        if dots_records::is_did_subject(aor) {
+            match &grant {
+                Some(g) if g.until > now => exp = exp.min(g.until),
+                _ => {
+                    tracing::info!(%aor, "presence not published: no valid grant from the user");
+                    return;
+                }
+            }
+        }
         self.last_seq = now.max(self.last_seq + 1);
         let sip = if online {
             self.sip_uris.clone()
         } else {
             Vec::new()
         };
-        let record = PresenceRecord::new(aor, &self.key, sip, self.last_seq, now + self.ttl_ms);
+        let mut record = PresenceRecord::new(aor, &self.key, sip, self.last_seq, exp);
+        record.grant = grant;
         let bytes = record.sign(&self.key);
         let overlay = self.overlay.clone();
         let aor = aor.to_string();

@@ -323,7 +323,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
                 if let Some(f) = federation.as_mut() {
                     let now = clock.now();
                     for aor in engine.online_aors() {
-                        f.publish(&aor, true, now);
+                        f.publish(&aor, true, engine.presence_grant(&aor), now);
                     }
                 }
             }
@@ -340,7 +340,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
             }
             let now = clock.now();
             for change in engine.drain_presence_changes() {
-                f.publish(&change.aor, change.online, now);
+                f.publish(&change.aor, change.online, change.grant, now);
             }
         }
         let changes = engine.drain_binding_changes();

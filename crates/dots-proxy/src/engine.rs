@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{EngineConfig, Listener};
-use crate::identity::AccountOwner;
+use crate::identity::{did_of_user, AccountOwner, KeyLogin};
 use crate::overlay::{OverlayState, RemoteAttempt};
 use crate::stats::Stats;
 
@@ -72,8 +72,10 @@ pub struct Engine {
     local_ports: HashSet<u16>,
     canonical_domain: String,
     txn: TransactionLayer,
-    registrar: Registrar,
-    auth: DigestAuth,
+    pub(crate) registrar: Registrar,
+    pub(crate) auth: DigestAuth,
+    /// The latest key-login grant of each DID registered here.
+    pub(crate) login_grants: HashMap<String, dots_records::Grant>,
     accounts: HashMap<String, Credentials>,
     /// Device accounts' owners, by user name.
     pub(crate) owners: HashMap<String, AccountOwner>,
@@ -123,6 +125,7 @@ impl Engine {
             canonical_domain,
             accounts: HashMap::new(),
             owners: HashMap::new(),
+            login_grants: HashMap::new(),
             known_aors: HashSet::new(),
             calls: HashMap::new(),
             branch_of: HashMap::new(),
@@ -386,12 +389,18 @@ impl Engine {
             Scheme::Other(_) => return self.reply(now, id, &req, 416, None, &[]),
         }
 
-        let local = self.is_local_target(&req.uri);
+        // A key user (`sip:z6Mk…@host`) is everywhere: whichever node gets the request
+        // finds the user's node, whatever host the URI names.
+        let local = self.is_local_target(&req.uri)
+            || req
+                .uri
+                .user_decoded()
+                .is_some_and(|u| did_of_user(&u).is_some());
         if !local {
             if !routed && !self.config.open && !self.is_in_dialog(&req) {
                 // Only authenticated local users may use the node as an
                 // outbound proxy; anything else would be an open relay.
-                match self.authorize_caller(now, id, &req) {
+                match self.authorize_caller(now, id, &req, source) {
                     Some(true) => {}
                     Some(false) => return,
                     None => return self.reply(now, id, &req, 403, Some("Relaying Denied"), &[]),
@@ -435,13 +444,13 @@ impl Engine {
             && !self.config.open
             && !self.is_in_dialog(&req)
             && self.caller_is_local(&req)
-            && self.authorize_caller(now, id, &req) != Some(true)
+            && self.authorize_caller(now, id, &req, source) != Some(true)
         {
             return;
         }
 
         let user = req.uri.user_decoded().unwrap_or_default();
-        let aor = self.local_aor(&user);
+        let aor = self.aor_of_user(&user);
         let bindings = self.registrar.location.lookup(&aor, now);
         if bindings.is_empty() {
             let Some(req) = self.route_via_overlay(now, id, req, source, aor.clone()) else {
@@ -476,23 +485,10 @@ impl Engine {
         let Some(user) = to.uri.user_decoded() else {
             return self.reply(now, id, req, 400, Some("Missing User in To"), &[]);
         };
-        if !self.config.open {
-            match self.authenticate(now, req, HeaderName::Authorization) {
-                AuthOutcome::Authenticated { user: authed } if authed == user => {}
-                AuthOutcome::Authenticated { .. } => {
-                    self.stats.auth_failures += 1;
-                    return self.reply(now, id, req, 403, None, &[]);
-                }
-                AuthOutcome::Missing => return self.challenge(now, id, req, 401, false),
-                AuthOutcome::Stale => return self.challenge(now, id, req, 401, true),
-                AuthOutcome::Rejected { reason } => {
-                    tracing::info!(user = %user, reason, "REGISTER authentication failed");
-                    self.stats.auth_failures += 1;
-                    return self.reply(now, id, req, 403, None, &[]);
-                }
-            }
+        if !self.config.open && !self.authorize_register(now, id, req, &user) {
+            return;
         }
-        let aor = self.local_aor(&user);
+        let aor = self.aor_of_user(&user);
         let mut resp = self.registrar.handle_register(now, req, &aor, source);
         if resp.is_success() {
             self.stats.registrations += 1;
@@ -502,14 +498,67 @@ impl Engine {
         self.send_local(now, id, &mut resp);
     }
 
+    /// Authenticates a REGISTER for `user`: a key login (DOTS-Sig) when the request
+    /// carries one, and always for a key user (`sip:z6Mk…`), who has no password;
+    /// Digest otherwise. Returns false once it has answered the request.
+    fn authorize_register(&mut self, now: Millis, id: TxnId, req: &Request, user: &str) -> bool {
+        let key_user = did_of_user(user);
+        match self.key_login(now, req, key_user.as_deref()) {
+            KeyLogin::Accepted(grant) => {
+                self.login_grants.insert(grant.did.clone(), grant);
+                return true;
+            }
+            KeyLogin::Stale => self.challenge(now, id, req, 401, true),
+            KeyLogin::Refused(reason) => {
+                tracing::info!(user = %user, reason, "REGISTER key login refused");
+                self.stats.auth_failures += 1;
+                let reason = sanitize_reason(&format!("Forbidden ({reason})"));
+                self.reply(now, id, req, 403, Some(&reason), &[]);
+            }
+            KeyLogin::Absent if key_user.is_some() => self.challenge(now, id, req, 401, false),
+            KeyLogin::Absent => match self.authenticate(now, req, HeaderName::Authorization) {
+                AuthOutcome::Authenticated { user: authed } if authed == user => return true,
+                AuthOutcome::Authenticated { .. } => {
+                    self.stats.auth_failures += 1;
+                    self.reply(now, id, req, 403, None, &[]);
+                }
+                AuthOutcome::Missing => self.challenge(now, id, req, 401, false),
+                AuthOutcome::Stale => self.challenge(now, id, req, 401, true),
+                AuthOutcome::Rejected { reason } => {
+                    tracing::info!(user = %user, reason, "REGISTER authentication failed");
+                    self.stats.auth_failures += 1;
+                    self.reply(now, id, req, 403, None, &[]);
+                }
+            },
+        }
+        false
+    }
+
     /// Digest check of a caller (INVITE/MESSAGE, outbound). Returns
     /// Some(true) when authorised, Some(false) when a response was sent,
     /// None when the caller is not a local user at all.
-    fn authorize_caller(&mut self, now: Millis, id: TxnId, req: &Request) -> Option<bool> {
+    fn authorize_caller(
+        &mut self,
+        now: Millis,
+        id: TxnId,
+        req: &Request,
+        source: Peer,
+    ) -> Option<bool> {
         if !self.caller_is_local(req) {
             return None;
         }
         let from_user = req.from().and_then(|f| f.uri.user_decoded());
+        if let Some(did) = from_user.as_deref().and_then(did_of_user) {
+            // A key user has no password to answer a challenge with: it is who it
+            // says when the request comes from where it registered with its key.
+            if self.key_user_source_ok(&did, source, now) {
+                return Some(true);
+            }
+            tracing::info!(%did, ?source, "key user not registered from this address");
+            self.stats.auth_failures += 1;
+            self.reply(now, id, req, 403, Some("Register With Your Key First"), &[]);
+            return Some(false);
+        }
         match self.authenticate(now, req, HeaderName::ProxyAuthorization) {
             AuthOutcome::Authenticated { user } if Some(&user) == from_user.as_ref() => Some(true),
             AuthOutcome::Missing => {
@@ -554,6 +603,12 @@ impl Engine {
             })
             .map(|v| (header, v.clone()))
             .collect();
+        let mut extra = extra;
+        if code == 401 {
+            if let Some(key_challenge) = self.key_login_challenge(now) {
+                extra.push((header, key_challenge));
+            }
+        }
         self.reply(now, id, req, code, None, &extra);
     }
 

@@ -49,6 +49,8 @@ pub struct LookupRequest {
 pub struct PresenceChange {
     pub aor: String,
     pub online: bool,
+    /// For a DID: the user's grant that makes this node's record for it valid.
+    pub grant: Option<dots_records::Grant>,
 }
 
 /// A request waiting for a lookup.
@@ -173,6 +175,7 @@ impl Engine {
             return;
         }
         let online = !self.lookup(aor, now).is_empty();
+        let grant = self.presence_grant(aor);
         let o = &mut self.overlay;
         let changed = if online {
             o.online.insert(aor.to_string())
@@ -183,6 +186,7 @@ impl Engine {
             o.changes.push(PresenceChange {
                 aor: aor.to_string(),
                 online,
+                grant,
             });
         }
     }

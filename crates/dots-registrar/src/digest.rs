@@ -130,6 +130,19 @@ enum NonceUse {
 }
 
 /// Digest challenges and verification for one realm.
+/// What [`DigestAuth::spend_nonce`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceStatus {
+    /// Ours, in time, never used: now spent.
+    Fresh,
+    /// Ours but too old: challenge again with a new one.
+    Stale,
+    /// Not issued by us.
+    Invalid,
+    /// Already used once.
+    Replayed,
+}
+
 pub struct DigestAuth {
     realm: String,
     secret: [u8; 32],
@@ -340,6 +353,45 @@ impl DigestAuth {
         AuthOutcome::Authenticated {
             user: user.to_string(),
         }
+    }
+
+    /// A fresh nonce of ours, for another authentication scheme sharing this one's
+    /// nonce lifetime and replay protection (the key login of `dots_identity::login`).
+    pub fn issue_nonce(&mut self, now: Millis) -> String {
+        self.make_nonce(now)
+    }
+
+    /// Checks a nonce of ours presented by a scheme without nonce counts and spends
+    /// it: it is accepted once. Call it only after the rest of the credentials
+    /// verified, so that a forged answer neither consumes a nonce nor learns that it
+    /// is stale.
+    pub fn spend_nonce(&mut self, nonce: &str, now: Millis) -> NonceStatus {
+        let Some((nonce_id, issued_at)) = self.check_nonce(nonce) else {
+            return NonceStatus::Invalid;
+        };
+        self.evict(now);
+        let expired = issued_at.saturating_add(self.nonce_ttl_ms) <= now
+            || self.evicted_up_to.is_some_and(|t| issued_at <= t);
+        if expired {
+            return NonceStatus::Stale;
+        }
+        if self.used.contains_key(&nonce_id) {
+            return NonceStatus::Replayed;
+        }
+        self.used.insert(nonce_id, NonceUse::Spent);
+        self.by_issue.insert((issued_at, nonce_id));
+        if self.used.len() > self.max_tracked {
+            if let Some((t, id)) = self.by_issue.pop_first() {
+                self.used.remove(&id);
+                self.evicted_up_to = Some(self.evicted_up_to.map_or(t, |e| e.max(t)));
+            }
+        }
+        NonceStatus::Fresh
+    }
+
+    /// Whether `nonce` was issued by us (whatever its age).
+    pub fn is_our_nonce(&self, nonce: &str) -> bool {
+        self.check_nonce(nonce).is_some()
     }
 
     /// Forgets the nonces that have expired: they are refused as stale anyway.

@@ -56,6 +56,7 @@ mod registrar;
 pub use binding::{Binding, Change};
 pub use digest::{
     answer_challenge, hash_password, parse_digest_params, AuthOutcome, Credentials, DigestAuth,
+    NonceStatus,
 };
 pub use location::Location;
 pub use registrar::{http_date, Registrar, RegistrarConfig};
