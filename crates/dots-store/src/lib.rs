@@ -10,6 +10,8 @@
 //!   ([`AccountStore`]). redb locks a file for one process at a time, so each
 //!   call opens it only for its own duration and waits a little if someone
 //!   else holds it; the node notices edits through [`AccountStore::stamp`].
+//!   Besides the accounts of `dots user add` it holds device accounts, owned
+//!   by a user's DID, and the handles bound to DIDs on this node.
 //!
 //! ```
 //! use dots_registrar::{Binding, Change};
@@ -43,7 +45,7 @@
 mod accounts;
 mod bindings;
 
-pub use accounts::AccountStore;
+pub use accounts::{Account, AccountStore, AccountTable, DeviceError, DeviceOwner, HandleBinding};
 pub use bindings::BindingStore;
 
 pub use dots_registrar::{Binding, Change, Credentials};
