@@ -273,3 +273,26 @@ fn devices_register_under_their_owners_did_and_key_users_call_them() {
     assert_eq!(sim.ua(desk).requests(Method::Message).len(), 0);
     let _ = resp.call_id();
 }
+
+#[test]
+fn a_request_another_node_routed_is_not_challenged_again() {
+    let bob = Wallet::from_secret([3; 32], None);
+    let mut sim = sim_with(&bob);
+    let desk = sim.add_ua("bob-desk", 5080);
+    assert_eq!(sim.register_auth(desk, "pw").code, 200);
+    // carol's node (same domain, so carol looks local) forwards her INVITE.
+    let node2 = sim.add_ua("carol", 5090);
+    let bob_uri = format!("sip:{}@127.0.0.1", key_id(&bob));
+    let d = sim
+        .ua_mut(node2)
+        .draft("INVITE", &bob_uri, &format!("<{bob_uri}>"));
+    sim.send(node2, &d);
+    assert_eq!(sim.ua(node2).last_response(Method::Invite).code, 407);
+    let d = sim
+        .ua_mut(node2)
+        .draft("INVITE", &bob_uri, &format!("<{bob_uri}>"))
+        .header(format!("{}: 1", dots_proxy::ROUTED_HEADER));
+    sim.send(node2, &d);
+    assert_eq!(sim.ua(desk).requests(Method::Invite).len(), 1);
+    assert!(sim.ua(node2).codes(Method::Invite).contains(&200));
+}

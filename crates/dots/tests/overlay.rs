@@ -770,7 +770,7 @@ fn forged_presence_records_are_refused_by_every_node() {
         );
     };
 
-    // By gossip: with flood publishing, straight to every node.
+    // By gossip: the test peer's mesh holds every node (4 <= mesh_n).
     for forged in [&impersonation, &older] {
         peer.gossip(forged.clone())
             .unwrap_or_else(|e| panic!("gossip publish: {e}"));
@@ -992,4 +992,193 @@ fn devnet_starts_three_nodes_and_stops_them_on_sigint() {
             "node {i} still answers HTTP"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// A key user (did:key) and a rogue node
+// ---------------------------------------------------------------------------
+
+/// Registers the key user `wallet` at `node` by signature (DOTS-Sig), with a
+/// Contact at `contact_hp`: a minimal UDP client doing what `dots agent` does,
+/// so that the test owns every byte it checks.
+fn key_register(node: &Node, wallet: &dots_identity::Wallet, contact_hp: &str) {
+    use dots_identity::login::{self, Challenge};
+    let id = wallet.did().strip_prefix("did:key:").unwrap().to_string();
+    let sock = UdpSocket::bind((LOCALHOST, 0)).expect("client socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let ruri = format!("sip:{LOCALHOST}:{}", node.sip_port);
+    let contact = format!("<sip:{id}@{contact_hp}>");
+    let request = |cseq: u32, auth: Option<&str>| {
+        let mut r = format!(
+            "REGISTER {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-key-{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{id}@{LOCALHOST}>;tag=key-login\r\nTo: <sip:{id}@{LOCALHOST}>\r\n\
+             Call-ID: key-login-{id}\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: 600\r\n"
+        );
+        if let Some(auth) = auth {
+            r.push_str(&format!("Authorization: {auth}\r\n"));
+        }
+        r.push_str("Content-Length: 0\r\n\r\n");
+        r
+    };
+    let exchange = |text: String| -> String {
+        sock.send_to(text.as_bytes(), node.sip_addr()).unwrap();
+        let mut buf = [0u8; 8192];
+        loop {
+            let (n, _) = sock.recv_from(&mut buf).expect("an answer from the node");
+            let resp = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !resp.starts_with("SIP/2.0 100") {
+                return resp;
+            }
+        }
+    };
+    let first = exchange(request(1, None));
+    assert!(first.starts_with("SIP/2.0 401"), "{first}");
+    let challenge = first
+        .lines()
+        .filter_map(|l| l.strip_prefix("WWW-Authenticate: "))
+        .find_map(Challenge::parse)
+        .unwrap_or_else(|| panic!("no DOTS-Sig challenge:\n{first}"))
+        .expect("the challenge parses");
+    let creds = login::answer(
+        wallet,
+        &challenge,
+        "REGISTER",
+        &ruri,
+        &contact,
+        600,
+        now_ms(),
+        30_000,
+    )
+    .unwrap();
+    let second = exchange(request(2, Some(&creds.to_header())));
+    assert!(second.starts_with("SIP/2.0 200"), "{second}");
+}
+
+#[test]
+fn a_rogue_node_cannot_take_over_a_key_users_presence() {
+    // Nodes with authentication; bob has an account at nodes 2 and 3.
+    let first = Node::start(NodeConfig::default().p2p(&[]));
+    let (_, bootstrap) = identity(&first);
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        nodes.push(Node::start(
+            NodeConfig::default()
+                .user("bob", "bob-pw")
+                .p2p(std::slice::from_ref(&bootstrap)),
+        ));
+    }
+    assert!(
+        wait_until(OVERLAY_WAIT, || nodes
+            .iter()
+            .all(|n| node_sample(n, "dots_overlay_peers_connected") >= 2)),
+        "the three nodes did not connect"
+    );
+    let all: Vec<&Node> = nodes.iter().collect();
+    let ids: Vec<(String, String)> = nodes.iter().map(identity).collect();
+    let peer_ids: Vec<PeerId> = ids.iter().map(|(p, _)| p.parse().unwrap()).collect();
+
+    // alice owns her key; her phone (a SIPp UAS) is registered at node 1 by a
+    // key login, and her presence record carries her grant to node 1.
+    let alice = dots_identity::Wallet::generate(Some("alice".into()));
+    let alice_id = alice.did().strip_prefix("did:key:").unwrap().to_string();
+    let phone = callee("alice-key-phone", "uas_answer.xml", 2);
+    key_register(&nodes[0], &alice, &format!("{LOCALHOST}:{}", phone.port));
+    wait_records_everywhere(&all, 1);
+
+    let peer = TestPeer::start();
+    for (_, addr) in &ids {
+        peer.dial(addr)
+            .unwrap_or_else(|e| panic!("dial {addr}: {e}"));
+    }
+    assert!(
+        wait_until(OVERLAY_WAIT, || {
+            let subscribed = peer.topic_peers();
+            peer_ids.iter().all(|p| subscribed.contains(p))
+        }),
+        "the nodes never showed up on the presence topic"
+    );
+    let key = presence_key(&alice.did());
+    let real = peer
+        .get(key)
+        .iter()
+        .filter_map(|b| PresenceRecord::verify(b, Some(&key), now_ms(), 3_600_000).ok())
+        .max_by_key(|r| (r.seq, r.exp))
+        .expect("alice's record in the DHT");
+    assert_eq!(real.node, peer_ids[0].to_bytes());
+    let real_grant = real.grant.clone().expect("alice's grant in her record");
+    assert_eq!(real_grant.did, alice.did());
+
+    // The rogue node's attempts to point alice's DID at itself, each with a higher
+    // seq and honestly signed by the rogue node: no grant; alice's grant to node 1
+    // copied; a grant "signed" by the rogue's own key.
+    let trap = Trap::start();
+    let rogue_record = || {
+        PresenceRecord::new(
+            alice.did(),
+            &peer.key,
+            trap.uris(),
+            real.seq + 1_000_000,
+            now_ms() + 300_000,
+        )
+    };
+    let no_grant = rogue_record().sign(&peer.key);
+    let copied = rogue_record()
+        .with_grant(real_grant.clone())
+        .sign(&peer.key);
+    let self_granted = {
+        let g = dots_records::Grant::new_signed(
+            &alice.did(),
+            &peer.peer_id_bytes(),
+            now_ms(),
+            now_ms() + 600_000,
+            |m| peer.key.sign(m),
+        );
+        rogue_record().with_grant(g).sign(&peer.key)
+    };
+    let reasons = ["missing_grant", "grant_mismatch", "bad_grant_signature"];
+    let counts = || -> Vec<Vec<u64>> {
+        nodes
+            .iter()
+            .map(|n| reasons.iter().map(|r| refused(n, r)).collect())
+            .collect()
+    };
+    let before = counts();
+    for forged in [&no_grant, &copied, &self_granted] {
+        assert!(PresenceRecord::verify(forged, Some(&key), now_ms(), 3_600_000).is_err());
+        peer.gossip(forged.clone())
+            .unwrap_or_else(|e| panic!("gossip publish: {e}"));
+        let _ = peer.put_to(key, forged.clone(), peer_ids.clone());
+    }
+    let refused_everywhere = wait_until(OVERLAY_WAIT, || {
+        counts()
+            .iter()
+            .zip(&before)
+            .all(|(now, then)| now.iter().zip(then).all(|(n, t)| *n > *t))
+    });
+    assert!(
+        refused_everywhere,
+        "not every node refused every forgery: {reasons:?} before {before:?}, now {:?}",
+        counts()
+    );
+    for bytes in peer.get(key) {
+        let r = PresenceRecord::decode_unverified(&bytes).expect("decodes");
+        assert_eq!(r.node, real.node, "the DHT serves a record of another node");
+    }
+
+    // bob calls alice by her DID through nodes 2 and 3: her real node answers.
+    for via in [&nodes[1], &nodes[2]] {
+        caller(via, "uac_call_auth.xml", "bob", &alice_id)
+            .auth("bob", "bob-pw")
+            .auth_uri(&format!("{alice_id}@{LOCALHOST}"))
+            .run()
+            .assert_ok(1);
+    }
+    phone.wait().assert_ok(2);
+    assert_eq!(
+        trap.hits(),
+        0,
+        "a node sent SIP where a forged record points"
+    );
 }
