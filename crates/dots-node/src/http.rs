@@ -1,14 +1,29 @@
-//! The HTTP service: `/healthz` and `/metrics` (Prometheus text format).
+//! The HTTP service: `/healthz`, `/metrics` (Prometheus text format),
+//! `/api/v1/node`, the provider API (`/api/v1/accounts/devices`, see
+//! [`crate::provider`]) and names (`/.well-known/did.json`,
+//! `/users/<handle>/did.json`, `/.well-known/webfinger`, see [`crate::names`]).
+//!
+//! The handlers here only carry requests in and answers out; the decisions
+//! are plain functions of `provider` and `names`.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
 use axum::Router;
 use dots_proxy::Stats;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::names::{Names, DID_CONTENT_TYPE, JRD_CONTENT_TYPE};
+use crate::provider::{ApiError, Provider, AUTH_SCHEME};
+
+/// Largest request body the API reads.
+const MAX_BODY: usize = 16 * 1024;
 
 /// A point-in-time view of the node for `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +51,8 @@ pub struct Identity {
 pub struct AppState {
     pub queries: mpsc::Sender<SnapshotRequest>,
     pub identity: Option<Identity>,
+    pub provider: Arc<Provider>,
+    pub names: Arc<Names>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -43,7 +60,116 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/node", get(node_info))
+        .route(
+            "/api/v1/accounts/devices",
+            get(list_devices).post(add_device),
+        )
+        .route("/api/v1/accounts/devices/{name}", delete(revoke_device))
+        .route("/.well-known/did.json", get(node_did))
+        .route("/users/{handle}/did.json", get(user_did))
+        .route("/.well-known/webfinger", get(webfinger))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// What a signed request signs as its path: the path with the query, if any.
+fn signed_path(uri: &Uri) -> &str {
+    uri.path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or_else(|| uri.path())
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())
+}
+
+fn json_response(status: u16, body: &Value, content_type: &'static str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut text = serde_json::to_string_pretty(body).unwrap_or_else(|_| "{}".into());
+    text.push('\n');
+    (status, [(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// An API answer: JSON, an error as `{"error": …}`; a 401 names the scheme.
+fn api_response(result: Result<(u16, Value), ApiError>) -> Response {
+    match result {
+        Ok((status, body)) => json_response(status, &body, "application/json"),
+        Err(e) => {
+            let mut resp = json_response(e.status, &e.body(), "application/json");
+            if e.status == 401 {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(AUTH_SCHEME),
+                );
+            }
+            resp
+        }
+    }
+}
+
+/// A names answer, readable from any web page (RFC 7033 §5).
+fn names_response(result: Result<Value, ApiError>, content_type: &'static str) -> Response {
+    let mut resp = match result {
+        Ok(body) => json_response(200, &body, content_type),
+        Err(e) => json_response(e.status, &e.body(), "application/json"),
+    };
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+/// `POST /api/v1/accounts/devices`: a new device password.
+async fn add_device(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    api_response(
+        state
+            .provider
+            .add_device(authorization(&headers), signed_path(&uri), &body)
+            .await,
+    )
+}
+
+/// `GET /api/v1/accounts/devices`: the signer's devices.
+async fn list_devices(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    api_response(
+        state
+            .provider
+            .list_devices(authorization(&headers), signed_path(&uri))
+            .await,
+    )
+}
+
+/// `DELETE /api/v1/accounts/devices/{name}`: revokes a device password.
+async fn revoke_device(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    // The name as sent (not %-decoded): a valid one never needs escaping.
+    let name = uri.path().rsplit('/').next().unwrap_or("");
+    api_response(
+        state
+            .provider
+            .revoke_device(authorization(&headers), signed_path(&uri), name)
+            .await,
+    )
+}
+
+/// `GET /.well-known/did.json`: the node's did:web document.
+async fn node_did(State(state): State<AppState>) -> Response {
+    names_response(state.names.node_document(), DID_CONTENT_TYPE)
+}
+
+/// `GET /users/{handle}/did.json`: a user's did:web document.
+async fn user_did(State(state): State<AppState>, Path(handle): Path<String>) -> Response {
+    names_response(state.names.user_document(&handle), DID_CONTENT_TYPE)
+}
+
+/// `GET /.well-known/webfinger?resource=acct:HANDLE@DOMAIN` (RFC 7033).
+async fn webfinger(State(state): State<AppState>, uri: Uri) -> Response {
+    names_response(state.names.webfinger(uri.query()), JRD_CONTENT_TYPE)
 }
 
 /// `GET /api/v1/node`: the node's overlay identity and addresses.

@@ -16,7 +16,9 @@
 pub mod config;
 mod federation;
 pub mod http;
+pub mod names;
 mod node;
+pub mod provider;
 mod tls;
 pub mod transport;
 

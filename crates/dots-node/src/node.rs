@@ -1,6 +1,5 @@
 //! Start-up, the engine loop, and shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use dots_proxy::{Engine, EngineConfig, Listener};
-use dots_registrar::{Change, Credentials, RegistrarConfig};
+use dots_registrar::{Change, RegistrarConfig};
 use dots_sip::TransportKind;
 use dots_store::{AccountStore, BindingStore};
 use tokio::net::{TcpListener, UdpSocket};
@@ -17,6 +16,8 @@ use tokio::sync::mpsc;
 use crate::config::NodeConfig;
 use crate::federation::Federation;
 use crate::http::{self, Snapshot, SnapshotRequest};
+use crate::names::Names;
+use crate::provider::{self, AccountsUpdate, Provider, ServiceInfo};
 use crate::transport::{self, Connections, Inbound, SharedConnections};
 
 /// How long shutdown waits for in-flight transactions.
@@ -155,16 +156,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     let mut engine = Engine::new(engine_config, rand_seed());
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(8192);
 
+    let sip_uris = vec![
+        format!("sip:{sip_host}:{};transport=tcp", sip_addr.port()),
+        format!("sip:{sip_host}:{};transport=udp", sip_addr.port()),
+    ];
     let mut federation = if config.p2p.listen.is_empty() {
         None
     } else {
-        let host = &sip_host;
-        let port = sip_addr.port();
-        let sip_uris = vec![
-            format!("sip:{host}:{port};transport=tcp"),
-            format!("sip:{host}:{port};transport=udp"),
-        ];
-        let f = Federation::start(&config.p2p, &data_dir, sip_uris, inbound_tx.clone()).await?;
+        let f =
+            Federation::start(&config.p2p, &data_dir, sip_uris.clone(), inbound_tx.clone()).await?;
         engine.enable_overlay(f.peer_id_bytes());
         tracing::info!(peer_id = %f.overlay.peer_id(), did = %f.did(), "overlay started");
         for addr in f.overlay.listen_addrs().await {
@@ -183,9 +183,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
         .count();
     engine.restore_bindings(bindings);
     engine.announce_online(clock.now());
-    let account_table = load_accounts(&accounts, &config.sip.realm)?;
-    let account_count = account_table.len();
-    engine.set_accounts(account_table);
+    let account_tables = provider::engine_tables(
+        &accounts.load().context("cannot read accounts")?,
+        &config.sip.realm,
+    );
+    let account_count = account_tables.accounts.len();
+    engine.set_accounts(account_tables.accounts);
+    engine.set_account_owners(account_tables.owners);
+    let handles = provider::Handles::default();
+    *handles.write().unwrap_or_else(|e| e.into_inner()) = account_tables.handles;
     let mut accounts_stamp = accounts.stamp();
     tracing::info!(
         registrations = live,
@@ -212,7 +218,47 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
 
     // Plumbing.
     let (query_tx, mut query_rx) = mpsc::channel::<SnapshotRequest>(64);
-    let (accounts_tx, mut accounts_rx) = mpsc::channel::<HashMap<String, Credentials>>(4);
+    let (accounts_tx, mut accounts_rx) = mpsc::channel::<AccountsUpdate>(4);
+    let reloader = provider::spawn_loader(
+        data_dir.clone(),
+        config.sip.realm.clone(),
+        handles.clone(),
+        accounts_tx,
+    );
+    // The names service publishes the node key; a node without the overlay
+    // loads it only when it has a domain to publish it under.
+    let names_domain = config.sip.domains.first().map(|d| d.to_ascii_lowercase());
+    let node_did = match (&federation, &names_domain) {
+        (Some(f), _) => Some(f.did()),
+        (None, Some(_)) => Some(
+            dots_records::NodeKey::load_or_create(&data_dir)
+                .with_context(|| {
+                    format!(
+                        "cannot load or create the node key in {}",
+                        data_dir.display()
+                    )
+                })?
+                .did(),
+        ),
+        (None, None) => None,
+    };
+    let provider = Provider::new(
+        data_dir.clone(),
+        ServiceInfo {
+            realm: config.sip.realm.clone(),
+            domain: names_domain.clone().unwrap_or_else(|| sip_host.clone()),
+            registrar: format!("sip:{sip_host}:{}", sip_addr.port()),
+        },
+        federation.as_ref().map(|f| f.peer_id_bytes()),
+        reloader.clone(),
+        handles.clone(),
+    );
+    let names = Names {
+        domain: names_domain,
+        node_did,
+        sip: sip_uris,
+        handles,
+    };
     let connections: SharedConnections = Arc::new(Mutex::new(Connections::default()));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(transport::udp_receive_loop(
@@ -242,6 +288,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
             did: f.did(),
             sip: f.sip_uris.clone(),
         }),
+        provider: Arc::new(provider),
+        names: Arc::new(names),
     };
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, http::router(app_state)).await {
@@ -302,21 +350,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
                     accounts: engine.account_count(),
                 });
             }
-            Some(table) = accounts_rx.recv() => {
-                tracing::info!(accounts = table.len(), "accounts reloaded");
-                engine.set_accounts(table);
+            Some(update) = accounts_rx.recv() => {
+                tracing::info!(accounts = update.accounts.len(), owners = update.owners.len(), "accounts reloaded");
+                engine.set_accounts(update.accounts);
+                engine.set_account_owners(update.owners);
+                for done in update.done {
+                    let _ = done.send(());
+                }
             }
             _ = account_check.tick() => {
                 let stamp = accounts.stamp();
                 if stamp != accounts_stamp {
                     accounts_stamp = stamp;
-                    let accounts = AccountStore::new(&data_dir);
-                    let realm = config.sip.realm.clone();
-                    let tx = accounts_tx.clone();
-                    tokio::task::spawn_blocking(move || match load_accounts(&accounts, &realm) {
-                        Ok(table) => { let _ = tx.blocking_send(table); }
-                        Err(e) => tracing::warn!(error = %e, "could not reload accounts"),
-                    });
+                    reloader.request();
                 }
             }
             _ = republish.tick(), if federation.is_some() => {
@@ -375,26 +421,6 @@ fn handle_inbound(engine: &mut Engine, now: u64, msg: Inbound) {
         Inbound::Lookup(token, found) => engine.lookup_result(now, token, found),
         Inbound::Presence(subject, presence) => engine.remote_presence(&subject, presence),
     }
-}
-
-fn load_accounts(
-    accounts: &AccountStore,
-    realm: &str,
-) -> anyhow::Result<HashMap<String, Credentials>> {
-    let list = accounts.list().context("cannot read accounts")?;
-    let mut table = HashMap::with_capacity(list.len());
-    for (user, creds) in list {
-        if creds.realm != realm {
-            tracing::warn!(
-                user = %user,
-                account_realm = %creds.realm,
-                node_realm = %realm,
-                "account was created for another realm and cannot log in here; reset it with `dots user passwd`"
-            );
-        }
-        table.insert(user, creds);
-    }
-    Ok(table)
 }
 
 /// Persists registration changes on a thread of its own, coalescing bursts
