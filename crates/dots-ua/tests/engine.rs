@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use dots_identity::Wallet;
 use dots_proxy::{Engine, EngineConfig};
+use dots_records::NodeKey;
 use dots_sip::{parse_datagram, Peer, TransportKind};
 use dots_ua::{target_uri, CallRef, Config, EndReason, Event, UserAgent};
 use rand::rngs::StdRng;
@@ -52,9 +53,15 @@ struct Sim {
 
 impl Sim {
     fn new(agents: usize, loss: f64, seed: u64) -> Sim {
+        Sim::with_node(agents, loss, seed, true)
+    }
+
+    /// `open`: no authentication; otherwise key login (the engine has an
+    /// overlay identity to name in its DOTS-Sig challenges).
+    fn with_node(agents: usize, loss: f64, seed: u64, open: bool) -> Sim {
         let node_addr: SocketAddr = NODE.parse().unwrap();
         let mut config = EngineConfig::for_addr(node_addr);
-        config.open = true;
+        config.open = open;
         let agents = (0..agents)
             .map(|i| {
                 let wallet = Wallet::from_secret([i as u8 + 1; 32], None);
@@ -69,9 +76,13 @@ impl Sim {
                 }
             })
             .collect();
+        let mut node = Engine::new(config, seed);
+        if !open {
+            node.enable_overlay(NodeKey::from_secret([99; 32]).peer_id_bytes());
+        }
         Sim {
             now: T0,
-            node: Engine::new(config, seed),
+            node,
             agents,
             net: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -294,6 +305,44 @@ fn calls_complete_on_a_lossy_network() {
         call_and_hang_up(&mut sim, (seed % 2) as usize);
         assert!(sim.lost > 0, "seed {seed}: nothing was lost");
     }
+}
+
+/// The engine requires authentication: the agents register with their keys
+/// (401, DOTS-Sig) and are then let through as callers from where they
+/// registered.
+#[test]
+fn key_login_then_call_through_an_authenticating_engine() {
+    let mut sim = Sim::with_node(2, 0.0, 6, false);
+    call_and_hang_up(&mut sim, 0);
+    let challenged = sim
+        .at_node
+        .iter()
+        .filter(|l| l.starts_with("REGISTER "))
+        .count();
+    assert_eq!(challenged, 4, "two REGISTERs per agent: {:?}", sim.at_node);
+    let now = sim.now;
+    let target = target_uri(&sim.agents[1].did, NODE).unwrap();
+    let m = sim
+        .agent(0)
+        .ua
+        .message(now, target, "text/plain", "signed in");
+    assert!(sim.run_until(60_000, |s| s.has(
+        0,
+        |e| matches!(e, Event::MessageDelivered { message, .. } if *message == m)
+    )));
+}
+
+/// Without registering first, a key user is not let through.
+#[test]
+fn unregistered_key_user_is_refused_by_an_authenticating_engine() {
+    let mut sim = Sim::with_node(2, 0.0, 7, false);
+    let call = sim.call(0, 1);
+    assert!(sim.run_until(60_000, |s| s.ended(0).is_some()));
+    let Some(EndReason::Failed(f)) = sim.ended(0) else {
+        panic!("{:?}", sim.agents[0].events)
+    };
+    assert_eq!(f.code, 403, "{f}");
+    let _ = call;
 }
 
 #[test]
