@@ -1115,3 +1115,97 @@ pub fn options_tcp(node_addr: &str) -> Option<SipResponse> {
     }
     None
 }
+
+// ---------------------------------------------------------------------------
+// HTTP with any method and headers, and `dots id`
+// ---------------------------------------------------------------------------
+
+/// An answer of [`http_send`]: status, headers (names lowercased), body.
+#[derive(Clone, Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (panics with the body if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.body))
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to 127.0.0.1:`port`; None if
+/// nothing answered. Bodies of the node's API are never chunked.
+pub fn http_send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<HttpAnswer> {
+    let addr: SocketAddr = format!("{LOCALHOST}:{port}").parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {LOCALHOST}:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(HttpAnswer {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// Runs `dots id ARGS` without a passphrase in the environment; returns
+/// (success, stdout, stderr).
+pub fn run_dots_id(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(dots_bin())
+        .arg("id")
+        .args(args)
+        .env_remove("DOTS_WALLET_PASSPHRASE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dots id");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The value of the line `KEY: VALUE` of a command's output.
+pub fn output_field(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.trim().to_string())
+}
