@@ -118,12 +118,30 @@ impl Federation {
         let mut record = PresenceRecord::new(aor, &self.key, sip, self.last_seq, exp);
         record.grant = grant;
         let bytes = record.sign(&self.key);
+        tracing::debug!(%aor, online, "publishing presence");
+        self.spawn_publish(aor.to_string(), bytes);
+    }
+
+    /// Signs and publishes an alias record: `aor` (a user name on this node) names
+    /// `did`; the DID's delegation to this node is the proof that it may say so.
+    pub fn publish_alias(&mut self, aor: &str, did: &str, grant: Grant, now: u64) {
+        if grant.until <= now {
+            tracing::info!(%aor, %did, "alias not published: the delegation has expired");
+            return;
+        }
+        self.last_seq = now.max(self.last_seq + 1);
+        let exp = (now + self.ttl_ms).min(grant.until);
+        let record = PresenceRecord::new(aor, &self.key, self.sip_uris.clone(), self.last_seq, exp)
+            .with_alias(did, grant);
+        self.spawn_publish(aor.to_string(), record.sign(&self.key));
+    }
+
+    fn spawn_publish(&self, subject: String, bytes: Vec<u8>) {
         let overlay = self.overlay.clone();
-        let aor = aor.to_string();
         tokio::spawn(async move {
             match overlay.publish(bytes).await {
-                Ok(()) => tracing::debug!(%aor, online, "presence published"),
-                Err(e) => tracing::warn!(%aor, error = %e, "could not publish presence"),
+                Ok(()) => tracing::debug!(%subject, "record published"),
+                Err(e) => tracing::warn!(%subject, error = %e, "could not publish a record"),
             }
         });
     }
@@ -150,5 +168,6 @@ fn remote(record: PresenceRecord) -> RemotePresence {
         sip: record.sip,
         seq: record.seq,
         exp: record.exp,
+        alias: record.alias,
     }
 }

@@ -311,6 +311,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     );
     republish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     republish.tick().await;
+    // Alias records (user names on this node that name a DID) go out at start, after
+    // every change to the accounts, and with each re-publication.
+    let mut aliases_due = true;
     loop {
         let wake = engine
             .poll_timeout()
@@ -354,6 +357,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
                 tracing::info!(accounts = update.accounts.len(), owners = update.owners.len(), "accounts reloaded");
                 engine.set_accounts(update.accounts);
                 engine.set_account_owners(update.owners);
+                aliases_due = true;
                 for done in update.done {
                     let _ = done.send(());
                 }
@@ -372,6 +376,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
                         f.publish(&aor, true, engine.presence_grant(&aor), now);
                     }
                 }
+                aliases_due = true;
             }
             _ = tokio::time::sleep_until(wake) => {
                 engine.handle_timeout(clock.now());
@@ -381,6 +386,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
             transport::dispatch(&udp, &connections, &inbound_tx, t.dest, t.bytes);
         }
         if let Some(f) = federation.as_mut() {
+            if std::mem::take(&mut aliases_due) {
+                let now = clock.now();
+                for (aor, did, grant) in engine.aliases() {
+                    f.publish_alias(&aor, &did, grant, now);
+                }
+            }
             while let Some(lookup) = engine.poll_lookup() {
                 f.lookup(lookup, inbound_tx.clone());
             }

@@ -635,7 +635,7 @@ impl Engine {
     // ----- forwarding -------------------------------------------------------
 
     /// Forwards `req` to every target in parallel (RFC 3261 §16.6).
-    fn fork(
+    pub(crate) fn fork(
         &mut self,
         now: Millis,
         server: TxnId,
@@ -1297,7 +1297,7 @@ pub(crate) fn resolve(uri: &Uri) -> Option<Peer> {
 /// How to reach a registered contact: at its Contact address, preferring
 /// the connection it registered over when the transports match (connection
 /// reuse; the shell falls back to a new connection if that one is gone).
-fn target_for_binding(b: &Binding) -> Option<Target> {
+pub(crate) fn target_for_binding(b: &Binding) -> Option<Target> {
     let uri = Uri::parse(&b.contact_uri).ok()?;
     let dest = match b.path.first() {
         Some(p) => NameAddr::parse(p).ok().and_then(|na| resolve(&na.uri))?,

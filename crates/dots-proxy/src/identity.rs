@@ -77,6 +77,18 @@ impl Engine {
             .cloned()
     }
 
+    /// The alias records this node vouches for: for every device account and handle
+    /// owned by a DID, (its address of record here, the DID, the DID's delegation).
+    pub fn aliases(&self) -> Vec<(String, String, Grant)> {
+        let mut out: Vec<(String, String, Grant)> = self
+            .owners
+            .iter()
+            .map(|(user, owner)| (self.local_aor(user), owner.did.clone(), owner.grant.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// The DOTS-Sig challenge (WWW-Authenticate value), offered when this node has
     /// an overlay identity to name in it.
     pub(crate) fn key_login_challenge(&mut self, now: Millis) -> Option<String> {

@@ -33,6 +33,9 @@ pub struct RemotePresence {
     pub sip: Vec<String>,
     pub seq: u64,
     pub exp: Millis,
+    /// An alias record: the address of record names this DID, to be looked up in
+    /// turn (the record's own node and URIs are those of the node that vouched).
+    pub alias: Option<String>,
 }
 
 /// A lookup the shell must run.
@@ -115,6 +118,14 @@ impl Engine {
         };
         if let Some(p) = &found {
             self.remote_presence(&pending.aor, p.clone());
+        }
+        if let Some(did) = found
+            .as_ref()
+            .filter(|p| p.exp > now && !dots_records::is_did_subject(&pending.aor))
+            .and_then(|p| p.alias.clone())
+        {
+            self.reach_alias(now, pending, did);
+            return self.process(now);
         }
         let usable = found.filter(|p| {
             p.exp > now
@@ -218,11 +229,49 @@ impl Engine {
             aor,
             failed: None,
         };
+        let alias = self
+            .overlay
+            .cache
+            .get(&pending.aor)
+            .filter(|p| p.exp > now && !dots_records::is_did_subject(&pending.aor))
+            .and_then(|p| p.alias.clone());
+        if let Some(did) = alias {
+            self.reach_alias(now, pending, did);
+            return None;
+        }
         match cached {
             Some(p) => self.forward_to_node(now, pending, &p),
             None => self.start_lookup(now, pending, false),
         }
         None
+    }
+
+    /// An address of record turned out to name a DID: reach the DID, here if it is
+    /// registered here, else at its node (cached record or lookup). One level only:
+    /// a DID's own record never carries an alias.
+    fn reach_alias(&mut self, now: Millis, mut pending: PendingRoute, did: String) {
+        if let Some(id) = did.strip_prefix("did:key:") {
+            pending.request.uri.user = Some(id.to_string());
+        }
+        pending.aor = did;
+        let local: Vec<Target> = self
+            .lookup(&pending.aor, now)
+            .iter()
+            .filter_map(crate::engine::target_for_binding)
+            .collect();
+        if !local.is_empty() {
+            return self.fork(now, pending.server, pending.request, local, pending.source);
+        }
+        let cached = self
+            .overlay
+            .cache
+            .get(&pending.aor)
+            .cloned()
+            .filter(|p| p.exp > now && !p.sip.is_empty() && p.node != self.overlay.node_id);
+        match cached {
+            Some(p) => self.forward_to_node(now, pending, &p),
+            None => self.start_lookup(now, pending, false),
+        }
     }
 
     fn start_lookup(&mut self, now: Millis, pending: PendingRoute, fresh: bool) {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use common::*;
 use dots_identity::login::{self, Challenge};
 use dots_identity::Wallet;
-use dots_proxy::AccountOwner;
+use dots_proxy::{AccountOwner, RemotePresence};
 use dots_records::{Grant, NodeKey};
 use dots_sip::{HeaderName, Method, SipMessage};
 
@@ -295,4 +295,65 @@ fn a_request_another_node_routed_is_not_challenged_again() {
     sim.send(node2, &d);
     assert_eq!(sim.ua(desk).requests(Method::Invite).len(), 1);
     assert!(sim.ua(node2).codes(Method::Invite).contains(&200));
+}
+
+#[test]
+fn an_alias_record_leads_to_the_did() {
+    let alice = Wallet::from_secret([1; 32], None);
+    let bob = Wallet::from_secret([3; 32], None);
+    let mut sim = sim_with(&bob);
+    // A caller from elsewhere (not a user of this node: no challenge).
+    let carol = sim.add_ua_in("carol", "example.org", 5100);
+    let alias = |did: &str| RemotePresence {
+        node: b"node-2".to_vec(),
+        sip: vec!["sip:127.0.0.1:5090;transport=udp".into()],
+        seq: 1,
+        exp: T0 + 300_000,
+        alias: Some(did.to_string()),
+    };
+
+    // The alias names a DID registered here: delivered locally.
+    let a = sim.add_ua(&key_id(&alice), 5070);
+    assert_eq!(key_register(&mut sim, a, &alice), 200);
+    let d = sim
+        .ua_mut(carol)
+        .draft("MESSAGE", "sip:alice@127.0.0.1", "<sip:alice@127.0.0.1>");
+    sim.send(carol, &d);
+    let lookup = sim.engine.poll_lookup().expect("a lookup for the name");
+    assert_eq!(lookup.aor, "sip:alice@127.0.0.1");
+    sim.engine
+        .lookup_result(sim.now, lookup.token, Some(alias(&alice.did())));
+    sim.settle();
+    let got = sim.ua(a).requests(Method::Message);
+    assert_eq!(got.len(), 1, "delivered to alice's key binding");
+
+    // The alias names a DID served elsewhere: a second lookup, for the DID, then
+    // the request goes to that node with the DID's id as user part.
+    let node2 = sim.add_ua("node2", 5090);
+    let dave = Wallet::from_secret([5; 32], None);
+    let d = sim
+        .ua_mut(carol)
+        .draft("MESSAGE", "sip:dave@127.0.0.1", "<sip:dave@127.0.0.1>");
+    sim.send(carol, &d);
+    let first = sim.engine.poll_lookup().expect("a lookup for the name");
+    sim.engine
+        .lookup_result(sim.now, first.token, Some(alias(&dave.did())));
+    let second = sim.engine.poll_lookup().expect("a lookup for the DID");
+    assert_eq!(second.aor, dave.did());
+    let served = RemotePresence {
+        alias: None,
+        ..alias(&dave.did())
+    };
+    sim.engine
+        .lookup_result(sim.now, second.token, Some(served));
+    sim.settle();
+    let got = sim.ua(node2).requests(Method::Message);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].uri.user.as_deref(), Some(key_id(&dave).as_str()));
+
+    // The node vouches for its own device accounts and handles.
+    let aliases = sim.engine.aliases();
+    assert_eq!(aliases.len(), 1);
+    assert_eq!(aliases[0].0, "sip:bob-desk@127.0.0.1");
+    assert_eq!(aliases[0].1, bob.did());
 }

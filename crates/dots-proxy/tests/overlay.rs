@@ -23,6 +23,7 @@ fn record(node: &[u8], port: u16, seq: u64) -> RemotePresence {
         sip: vec![format!("sip:127.0.0.1:{port};transport=udp")],
         seq,
         exp: T0 + 300_000,
+        alias: None,
     }
 }
 

@@ -46,7 +46,8 @@
 //!             count:u32  sip:bytes * count
 //!             seq:u64
 //!             exp:u64              (ms since the UNIX epoch)
-//!             grant:bytes          (empty, or a Grant when the subject is a DID)
+//!             grant:bytes          (empty, or a Grant: for a DID subject, or an alias)
+//!             alias:bytes          (empty, or the DID an address of record names)
 //! grant     = did:bytes node:bytes issued:u64 until:u64
 //!             Ed25519(DID's key, "dots-grant-v1:" did:bytes node:bytes issued until)
 //! signature = Ed25519(node's key, "dots-presence-v1:" body)   (64 bytes)
@@ -60,7 +61,8 @@
 //! [`PresenceRecord::verify`] checks, in this order (cheap checks first): size,
 //! version, layout, node id, DHT key, `exp > now`, `exp <= now + max_ttl`, the grant
 //! (required for a DID subject: same DID, same node, `until >= exp`, signed by the
-//! DID's key; refused on any other subject), the node's signature.
+//! DID's key; for an alias, the same from the alias's DID; refused on any other
+//! record; an alias only on an address of record), the node's signature.
 
 mod grant;
 mod key;

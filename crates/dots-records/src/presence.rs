@@ -3,7 +3,7 @@
 use sha2_011::{Digest, Sha256};
 
 use crate::grant::{is_did_subject, Grant};
-use crate::key::{public_from_peer_id, verify_signature, NodeKey};
+use crate::key::{public_from_did, public_from_peer_id, verify_signature, NodeKey};
 use crate::{Millis, RecordError, MAX_RECORD_SIZE, RECORD_VERSION};
 
 /// Prefix of the DHT key of a presence record.
@@ -37,9 +37,12 @@ pub struct PresenceRecord {
     pub sip: Vec<String>,
     pub seq: u64,
     pub exp: Millis,
-    /// The user's permission for `node` to announce a DID subject; required when the
-    /// subject is a DID, absent otherwise.
+    /// The user's permission for `node` to announce a DID subject (required when the
+    /// subject is a DID), or to map an address of record to the user's DID (`alias`).
     pub grant: Option<Grant>,
+    /// For an address of record (`sip:alice@example.org`): the DID it names. Other
+    /// nodes then look the DID up to reach the user. Requires the DID's grant.
+    pub alias: Option<String>,
 }
 
 impl PresenceRecord {
@@ -59,7 +62,16 @@ impl PresenceRecord {
             seq,
             exp,
             grant: None,
+            alias: None,
         }
+    }
+
+    /// An alias record: `subject` (an address of record) names the user `did`, with
+    /// the user's grant to this node as proof of consent.
+    pub fn with_alias(mut self, did: impl Into<String>, grant: Grant) -> PresenceRecord {
+        self.alias = Some(did.into());
+        self.grant = Some(grant);
+        self
     }
 
     /// The same record carrying the user's grant (for a DID subject).
@@ -98,6 +110,7 @@ impl PresenceRecord {
             &mut out,
             &self.grant.as_ref().map(Grant::encode).unwrap_or_default(),
         );
+        put_bytes(&mut out, self.alias.as_deref().unwrap_or("").as_bytes());
         out
     }
 
@@ -141,15 +154,26 @@ impl PresenceRecord {
         if record.exp > now.saturating_add(max_ttl) {
             return Err(RecordError::TooFarInFuture);
         }
-        match (&record.grant, is_did_subject(&record.subject)) {
-            (Some(grant), true) => grant.check(&record.subject, &record.node, record.exp)?,
-            (None, true) => return Err(RecordError::MissingGrant),
-            (Some(_), false) => {
+        // Whose consent the record needs: the subject's when it is a DID, the alias
+        // target's when it maps an address of record to a DID, nobody's otherwise.
+        let consenting = match (&record.alias, is_did_subject(&record.subject)) {
+            (Some(_), true) => return Err(RecordError::Malformed("alias on a DID subject".into())),
+            (Some(alias), false) => {
+                public_from_did(alias).ok_or(RecordError::BadDid)?;
+                Some(alias.as_str())
+            }
+            (None, true) => Some(record.subject.as_str()),
+            (None, false) => None,
+        };
+        match (&record.grant, consenting) {
+            (Some(grant), Some(did)) => grant.check(did, &record.node, record.exp)?,
+            (None, Some(_)) => return Err(RecordError::MissingGrant),
+            (Some(_), None) => {
                 return Err(RecordError::Malformed(
-                    "grant on a subject that is not a DID".into(),
+                    "grant on a record that is neither a DID's nor an alias".into(),
                 ))
             }
-            (None, false) => {}
+            (None, None) => {}
         }
         let (body, signature) = bytes.split_at(body_len);
         let signature: &[u8; SIGNATURE_LEN] = signature
@@ -223,6 +247,10 @@ fn decode(bytes: &[u8]) -> Result<(PresenceRecord, [u8; 32], usize), RecordError
         [] => None,
         bytes => Some(Grant::decode(bytes)?),
     };
+    let alias = match r.string("alias")? {
+        a if a.is_empty() => None,
+        a => Some(a),
+    };
     if !r.buf.is_empty() {
         return Err(RecordError::Malformed("trailing bytes".into()));
     }
@@ -235,6 +263,7 @@ fn decode(bytes: &[u8]) -> Result<(PresenceRecord, [u8; 32], usize), RecordError
         seq,
         exp,
         grant,
+        alias,
     };
     Ok((record, public, body_len))
 }

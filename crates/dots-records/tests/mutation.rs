@@ -37,6 +37,17 @@ fn seeds(key: &NodeKey) -> Vec<Vec<u8>> {
                 .with_grant(grant)
                 .sign(key)
         },
+        {
+            // An alias: an address of record naming the user's DID.
+            let user = NodeKey::from_secret([4; 32]);
+            let grant =
+                Grant::new_signed(&user.did(), &key.peer_id_bytes(), NOW, NOW + 600_000, |m| {
+                    user.sign(m)
+                });
+            PresenceRecord::new("sip:alice@dots.test", key, sip(1), 3, NOW + 600_000)
+                .with_alias(user.did(), grant)
+                .sign(key)
+        },
     ]
 }
 

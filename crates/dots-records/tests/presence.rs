@@ -252,13 +252,13 @@ fn bad_signature() {
     let forged = record(&honest, 1, NOW + 1000).sign(&rogue);
     assert_eq!(verify(&forged), Err(RecordError::BadSignature));
     // Every field is covered: flip a bit in seq, exp, a sip URI, the signature
-    // (the body ends with seq, exp and the 4-byte length of the empty grant).
+    // (the body ends with seq, exp and the 4-byte lengths of the empty grant and alias).
     let bytes = record(&honest, 1, NOW + 1000).sign(&honest);
     let body_len = bytes.len() - SIGNATURE_LEN;
     for at in [
-        body_len - 20,
-        body_len - 5,
-        body_len - 34,
+        body_len - 24,
+        body_len - 9,
+        body_len - 38,
         body_len,
         bytes.len() - 1,
     ] {
@@ -446,7 +446,40 @@ fn did_subjects_need_the_users_grant() {
     // A grant that ends before the record does.
     let short = did_record(&node, &user, &node, NOW + 999);
     assert_eq!(verify(&short.sign(&node)), Err(RecordError::GrantExpired));
-    // A grant on an address of record is refused, not ignored.
+    // An alias: the address of record names the user's DID, with her grant to node.
+    let alias = PresenceRecord::new(
+        "sip:alice@dots.test",
+        &node,
+        vec!["sip:192.0.2.1".into()],
+        1,
+        NOW + 1000,
+    )
+    .with_alias(user.did(), good.grant.clone().unwrap());
+    assert_eq!(verify(&alias.sign(&node)), Ok(alias.clone()));
+    // An alias to a DID without that DID's grant, or with the rogue's.
+    let mut no_consent = alias.clone();
+    no_consent.grant = None;
+    assert_eq!(
+        verify(&no_consent.sign(&node)),
+        Err(RecordError::MissingGrant)
+    );
+    let mut stolen = alias.clone();
+    stolen.node = rogue.peer_id_bytes();
+    assert_eq!(
+        verify(&stolen.sign(&rogue)),
+        Err(RecordError::GrantMismatch("another node"))
+    );
+    let mut bad_alias = alias.clone();
+    bad_alias.alias = Some("did:key:z6MkNotAKey".into());
+    assert_eq!(verify(&bad_alias.sign(&node)), Err(RecordError::BadDid));
+    let mut alias_on_did = good.clone();
+    alias_on_did.alias = Some(user.did());
+    assert!(matches!(
+        verify(&alias_on_did.sign(&node)),
+        Err(RecordError::Malformed(_))
+    ));
+
+    // A grant on an address of record without an alias is refused, not ignored.
     let aor = PresenceRecord {
         subject: "sip:alice@dots.test".into(),
         ..good.clone()
