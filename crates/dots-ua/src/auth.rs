@@ -100,6 +100,19 @@ fn describe(challenge: &str) -> String {
     }
 }
 
+/// What to tell the user when a node challenges and `pick_challenge` fails.
+pub fn explain(node: &dots_sip::Peer, error: &AuthError) -> String {
+    match error {
+        AuthError::NoKeyLogin { scheme, offered } => format!(
+            "the node at {node} does not offer key login ({scheme}), only {}; \
+             use a node on the overlay (one started with --p2p offers it), \
+             or one started with --open",
+            offered_text(offered)
+        ),
+        AuthError::Malformed(_) => format!("the node at {node}: {error}"),
+    }
+}
+
 /// Answers `challenge` for `request` and puts the credentials in `header`
 /// (Authorization or Proxy-Authorization), replacing earlier ones. The
 /// signature covers the method, the Request-URI as serialised, the Contact

@@ -308,6 +308,11 @@ impl UserAgent {
         self.calls.len()
     }
 
+    /// The calls still going, oldest first.
+    pub fn calls(&self) -> Vec<CallRef> {
+        self.calls.keys().copied().collect()
+    }
+
     fn pending_ok(&self, now: Time, bytes: Vec<u8>, dest: Peer, cseq: u32) -> PendingOk {
         let t1 = self.cfg.timers.t1.max(1);
         PendingOk {

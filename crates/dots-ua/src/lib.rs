@@ -78,6 +78,7 @@ pub use dots_txn::{Time, TimerConfig, Transmit};
 
 pub use call::{CallRef, EndReason};
 pub use message::MessageRef;
+pub use register::RETRY_MS as REGISTRATION_RETRY_MS;
 
 use call::Call;
 use message::OutMessage;
@@ -489,10 +490,7 @@ impl UserAgent {
             return Err(Failure::from_response(resp));
         };
         let challenge = auth::pick_challenge(resp).map_err(|e| {
-            Failure::from_response(resp).with_detail(format!(
-                "the node at {} asks for authentication: {e}",
-                self.cfg.node
-            ))
+            Failure::from_response(resp).with_detail(auth::explain(&self.cfg.node, &e))
         })?;
         let mut req = req.clone();
         let seq = req.cseq().map_or(1, |c| c.seq.saturating_add(1));

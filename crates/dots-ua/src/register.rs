@@ -5,12 +5,12 @@
 use dots_sip::{ContactValue, HeaderName, Method, Response, SipMessage};
 use dots_txn::{Time, TxnId};
 
-use crate::auth::{self, AuthError};
+use crate::auth;
 use crate::token::Tokens;
 use crate::{Event, Failure, Purpose, UserAgent};
 
-/// How long to wait before trying again after a failed registration (ms).
-pub(crate) const RETRY_MS: Time = 30_000;
+/// How long the agent waits before trying again after a failed registration (ms).
+pub const RETRY_MS: Time = 30_000;
 /// Challenges answered in a row before giving up: a second one is allowed,
 /// for a nonce that went stale between challenge and answer.
 const MAX_AUTH: u8 = 2;
@@ -167,16 +167,8 @@ impl UserAgent {
                     self.registration_done(now, Err(failure));
                 }
                 Err(e) => {
-                    let hint = match e {
-                        AuthError::NoKeyLogin { .. } => format!(
-                            "the node at {} does not offer key login (DOTS-Sig): {e}; \
-                             use a node that offers it (one with an overlay identity), \
-                             or one started with --open",
-                            self.cfg.node
-                        ),
-                        AuthError::Malformed(_) => format!("the node at {}: {e}", self.cfg.node),
-                    };
-                    let failure = Failure::from_response(response).with_detail(hint);
+                    let failure = Failure::from_response(response)
+                        .with_detail(auth::explain(&self.cfg.node, &e));
                     self.registration_done(now, Err(failure));
                 }
             },

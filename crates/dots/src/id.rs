@@ -133,6 +133,13 @@ struct Passphrase {
 }
 
 impl WalletArgs {
+    /// Reads and unlocks the wallet, for commands that sign with it.
+    pub(crate) fn load(&self) -> anyhow::Result<Wallet> {
+        let passphrase = self.passphrase()?;
+        let file = read(&self.wallet)?;
+        unlock(&file, passphrase.as_ref(), &self.wallet)
+    }
+
     fn passphrase(&self) -> anyhow::Result<Option<Passphrase>> {
         if let Some(path) = &self.passphrase_file {
             let content = std::fs::read_to_string(path)

@@ -10,6 +10,7 @@ use dots_node::NodeConfig;
 use dots_registrar::hash_password;
 use dots_store::{AccountStore, StoreError};
 
+mod agent;
 mod bench;
 mod devnet;
 mod id;
@@ -49,6 +50,9 @@ enum Command {
         #[command(subcommand)]
         command: id::IdCommand,
     },
+    /// A SIP user agent for your identity: register at a node, listen for
+    /// calls and messages, call, send a message (sip: or did:key targets).
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Args)]
@@ -175,6 +179,7 @@ fn main() -> ExitCode {
         Command::Devnet(args) => devnet::run(args.nodes, args.base_port, &args.dir, !args.auth),
         Command::Bench { command } => bench::run(command),
         Command::Id { command } => id::run(command),
+        Command::Agent(args) => agent::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
