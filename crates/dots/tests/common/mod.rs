@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod baresip;
+
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{Read, Write};
