@@ -634,6 +634,20 @@ impl UserAgent {
     ) {
         let in_dialog = req.to().is_some_and(|t| t.tag().is_some());
         let tag = self.tokens.hex();
+        // §8.2.2.3: the agent supports no extension; one it is required to
+        // support is refused with 420 (never for CANCEL, §9.2).
+        if req.method != Method::Cancel && req.headers.tokens(HeaderName::Require).next().is_some()
+        {
+            let unsupported: Vec<String> = req
+                .headers
+                .tokens(HeaderName::Require)
+                .map(printable)
+                .collect();
+            let mut resp = self.response(&req, 420, &tag);
+            resp.headers
+                .push(HeaderName::Unsupported, unsupported.join(", "));
+            return self.respond(now, id, resp);
+        }
         match req.method {
             Method::Cancel => self.on_cancel(now, id, &req, cancels),
             _ if in_dialog => self.on_in_dialog_request(now, id, req, source),

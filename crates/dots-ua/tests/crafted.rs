@@ -978,6 +978,18 @@ fn other_requests() {
         let r = one_response(&mut ua);
         assert_eq!(r.code, code, "{method}");
     }
+    // An extension the agent would have to support: 420, no call.
+    let text = String::from_utf8(incoming_invite("z9hG4bKreq").to_bytes())
+        .unwrap()
+        .replace(
+            "Max-Forwards: 69\r\n",
+            "Max-Forwards: 69\r\nRequire: 100rel, timer\r\n",
+        );
+    feed(&mut ua, T0, text.as_str());
+    let r = one_response(&mut ua);
+    assert_eq!(r.code, 420);
+    assert_eq!(hdr(&r, HeaderName::Unsupported), Some("100rel, timer"));
+    assert!(events(&mut ua).is_empty());
     // An INVITE without Contact cannot make a dialog.
     let text = incoming_invite("z9hG4bKnc").to_bytes();
     let text = String::from_utf8(text)

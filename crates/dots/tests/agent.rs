@@ -278,6 +278,16 @@ fn register_binds_the_contact_at_an_open_node() {
         .run()
         .assert_ok(1);
     uas.wait().assert_ok(1);
+
+    // Below the node's minimum (423 Min-Expires 60): the agent asks again.
+    let mut agent = Agent::spawn(
+        "register-423",
+        &wallet,
+        &node,
+        &["--expires", "1", "register"],
+    );
+    let out = agent.success();
+    assert!(out[0].ends_with(" for 60 s"), "{out:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
