@@ -812,12 +812,18 @@ impl Tcp {
                             }
                         }
                         Err(e) if e.kind == ParseErrorKind::Incomplete => break,
-                        Err(e) => {
-                            // The stream cannot be resynchronised: drop the connection.
-                            tracing::warn!(%peer, error = %e, "malformed message on TCP; closing");
-                            let _ = tx.send(Input::Closed(peer));
-                            return;
-                        }
+                        Err(e) => match malformed_len(&buf) {
+                            Skip::Bytes(n) => {
+                                tracing::debug!(%peer, error = %e, "skipping a malformed message");
+                                buf.drain(..n);
+                            }
+                            Skip::Wait => break,
+                            Skip::Lost => {
+                                tracing::warn!(%peer, error = %e, "unreadable TCP stream; closing");
+                                let _ = tx.send(Input::Closed(peer));
+                                return;
+                            }
+                        },
                     }
                 }
             }
@@ -855,6 +861,49 @@ impl Tcp {
     }
 }
 
+/// What to do with a malformed message at the front of a stream buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Skip {
+    /// Drop this many bytes: its header section and the body its
+    /// Content-Length announces (none without a usable one).
+    Bytes(usize),
+    /// Not all of it is here yet.
+    Wait,
+    /// No way to find where it ends (no end of headers within the size
+    /// limit, or an oversized body): the stream is lost.
+    Lost,
+}
+
+fn malformed_len(buf: &[u8]) -> Skip {
+    let limit = dots_sip::MAX_MESSAGE_SIZE;
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > limit {
+            Skip::Lost
+        } else {
+            Skip::Wait
+        };
+    };
+    let head = end + 4;
+    let body = String::from_utf8_lossy(&buf[..head])
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            let name = name.trim();
+            (name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l"))
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    if body > limit {
+        return Skip::Lost;
+    }
+    if head + body <= buf.len() {
+        Skip::Bytes(head + body)
+    } else {
+        Skip::Wait
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,6 +913,20 @@ mod tests {
         assert_eq!(one_line("hello"), "hello");
         assert_eq!(one_line("hello\r\n"), "hello");
         assert_eq!(one_line("a\r\nb\nc\rd\te"), "a\\nb\\nc\\nd e");
+    }
+
+    #[test]
+    fn malformed_messages_are_skipped_on_streams() {
+        let bad = b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\nContent-Length: 3\r\n\r\nabcOPTIONS";
+        assert_eq!(malformed_len(bad), Skip::Bytes(bad.len() - 7));
+        assert_eq!(malformed_len(b"garbage\r\n\r\n"), Skip::Bytes(11));
+        assert_eq!(malformed_len(b"X\r\nl: 10\r\n\r\nabc"), Skip::Wait);
+        assert_eq!(malformed_len(b"no end yet"), Skip::Wait);
+        assert_eq!(malformed_len(&vec![b'a'; 70_000]), Skip::Lost);
+        assert_eq!(
+            malformed_len(b"X\r\nContent-Length: 9999999\r\n\r\n"),
+            Skip::Lost
+        );
     }
 
     #[test]
