@@ -307,6 +307,9 @@ impl Shell {
                         Input::Message(msg, source) => self.ua.handle_message(now, *msg, source),
                         Input::Closed(peer) => {
                             tracing::warn!(%peer, "connection closed");
+                            if let (Io::Tcp(tcp), Some(flow)) = (&mut self.io, peer.flow) {
+                                tcp.conns.remove(&flow);
+                            }
                             self.ua.transport_error(now, peer);
                             if peer.addr == self.ua.config().node.addr {
                                 bail!("the node at {} closed the connection", self.node_label());
@@ -320,23 +323,33 @@ impl Shell {
         }
     }
 
-    /// Registers and waits for the outcome.
-    async fn register(&mut self) -> anyhow::Result<(String, String, u32)> {
+    /// Registers and waits for the outcome; prints the `registered` line
+    /// (`announce`) or logs it.
+    async fn register(&mut self, announce: bool) -> Result<(), Registering> {
         let now = self.now();
         self.ua.register(now);
         loop {
-            match self.next(None).await? {
+            match self.next(None).await.map_err(Registering::Io)? {
                 Step::Event(Event::Registered {
                     aor,
                     contact,
                     expires,
                     ..
-                }) => return Ok((aor, contact, expires)),
+                }) => {
+                    let line = format!("registered {aor} as {contact} for {expires} s");
+                    if announce {
+                        say(&line);
+                    } else {
+                        tracing::info!("{line}");
+                    }
+                    return Ok(());
+                }
                 Step::Event(Event::RegistrationFailed { failure }) => {
-                    bail!("{}", self.registration_error(&failure))
+                    let text = self.registration_error(&failure);
+                    return Err(Registering::Failed(failure, text));
                 }
                 Step::Event(ev) => self.background(ev),
-                Step::Stop => bail!("interrupted"),
+                Step::Stop => return Err(Registering::Interrupted),
                 Step::Deadline => {}
             }
         }
@@ -359,20 +372,17 @@ impl Shell {
         text
     }
 
-    /// Removes the binding, waiting a few seconds at most.
-    async fn unregister(&mut self) {
+    /// Removes the binding, waiting a few seconds at most; true when done.
+    async fn unregister(&mut self) -> bool {
         let now = self.now();
         self.ua.unregister(now);
         let deadline = now + UNREGISTER_WAIT.as_millis() as Time;
         loop {
             match self.next(Some(deadline)).await {
-                Ok(Step::Event(Event::Unregistered)) => {
-                    tracing::info!("unregistered");
-                    return;
-                }
+                Ok(Step::Event(Event::Unregistered)) => return true,
                 Ok(Step::Event(Event::RegistrationFailed { failure })) => {
                     eprintln!("warning: removing the registration failed: {failure}");
-                    return;
+                    return false;
                 }
                 Ok(Step::Event(ev)) => self.background(ev),
                 Ok(Step::Stop) => {}
@@ -380,7 +390,7 @@ impl Shell {
                     eprintln!(
                         "warning: no answer to the unregistration; the binding expires by itself"
                     );
-                    return;
+                    return false;
                 }
             }
         }
@@ -453,15 +463,30 @@ fn one_line(text: &str) -> String {
 // Commands
 // ---------------------------------------------------------------------------
 
+/// Why [`Shell::register`] did not register.
+enum Registering {
+    /// The node answered with an error, or not at all (with the text to show).
+    Failed(Failure, String),
+    Interrupted,
+    Io(anyhow::Error),
+}
+
+impl From<Registering> for anyhow::Error {
+    fn from(r: Registering) -> anyhow::Error {
+        match r {
+            Registering::Failed(_, text) => anyhow!(text),
+            Registering::Interrupted => anyhow!("interrupted"),
+            Registering::Io(e) => e,
+        }
+    }
+}
+
 async fn register(shell: &mut Shell) -> anyhow::Result<()> {
-    let (aor, contact, expires) = shell.register().await?;
-    say(&format!("registered {aor} as {contact} for {expires} s"));
-    Ok(())
+    Ok(shell.register(true).await?)
 }
 
 async fn listen(shell: &mut Shell, args: &AgentArgs) -> anyhow::Result<()> {
-    let (aor, contact, expires) = shell.register().await?;
-    say(&format!("registered {aor} as {contact} for {expires} s"));
+    shell.register(true).await?;
     let delay = (args.answer_after * 1000.0) as Time;
     let mut to_answer: Vec<(Time, CallRef)> = Vec::new();
     loop {
@@ -512,27 +537,26 @@ async fn listen(shell: &mut Shell, args: &AgentArgs) -> anyhow::Result<()> {
         }
     }
     shell.hang_up_all().await;
-    shell.unregister().await;
-    say("unregistered");
+    if shell.unregister().await {
+        say("unregistered");
+    }
     Ok(())
 }
 
-/// Registers first unless told not to; a failure is a warning only (the call
-/// or message may still go through).
+/// Registers first unless told not to. A refusal is only a warning (the
+/// call or message may still go through); no answer at all is an error (the
+/// request would go unanswered too).
 async fn maybe_register(shell: &mut Shell, args: &AgentArgs) -> anyhow::Result<bool> {
     if args.no_register {
         return Ok(false);
     }
-    match shell.register().await {
-        Ok((aor, contact, expires)) => {
-            tracing::info!(%aor, %contact, expires, "registered");
-            Ok(true)
-        }
-        Err(e) if e.to_string() == "interrupted" => Err(e),
-        Err(e) => {
-            eprintln!("warning: {e:#}; going on without a registration");
+    match shell.register(false).await {
+        Ok(()) => Ok(true),
+        Err(Registering::Failed(failure, text)) if failure.code != 408 => {
+            eprintln!("warning: {text}; going on without a registration");
             Ok(false)
         }
+        Err(e) => Err(e.into()),
     }
 }
 
