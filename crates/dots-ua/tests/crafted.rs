@@ -336,8 +336,6 @@ fn register_follows_min_expires() {
     let mut ua = ua();
     ua.register(T0);
     let (_, reg) = one_request(&mut ua);
-    let mut short = ua.config().clone();
-    short.expires = 600;
     feed(
         &mut ua,
         T0 + 5,
@@ -1006,7 +1004,7 @@ fn malformed_input_is_dropped() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut ua = ua();
-    let call = ua.call(T0, target());
+    ua.call(T0, target());
     let (_, invite) = one_request(&mut ua);
     let ok = answer(
         &invite,
@@ -1054,7 +1052,6 @@ fn malformed_input_is_dropped() {
         events(&mut ua);
     }
     // Still working afterwards.
-    let _ = call;
     let m = ua.message(T0 + 5000, target(), "text/plain", "still here");
     let (_, msg) = one_request(&mut ua);
     feed(&mut ua, T0 + 5001, answer(&msg, 200, &[]));

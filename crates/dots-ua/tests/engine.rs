@@ -336,13 +336,12 @@ fn key_login_then_call_through_an_authenticating_engine() {
 #[test]
 fn unregistered_key_user_is_refused_by_an_authenticating_engine() {
     let mut sim = Sim::with_node(2, 0.0, 7, false);
-    let call = sim.call(0, 1);
+    sim.call(0, 1);
     assert!(sim.run_until(60_000, |s| s.ended(0).is_some()));
     let Some(EndReason::Failed(f)) = sim.ended(0) else {
         panic!("{:?}", sim.agents[0].events)
     };
     assert_eq!(f.code, 403, "{f}");
-    let _ = call;
 }
 
 #[test]
