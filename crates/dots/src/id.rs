@@ -376,9 +376,7 @@ const DEVICES_PATH: &str = "/api/v1/accounts/devices";
 
 /// Reads and unlocks the wallet named by `args`.
 fn load_wallet(args: &WalletArgs) -> anyhow::Result<Wallet> {
-    let passphrase = args.passphrase()?;
-    let file = read(&args.wallet)?;
-    unlock(&file, passphrase.as_ref(), &args.wallet)
+    args.load()
 }
 
 fn now_ms() -> u64 {
