@@ -612,7 +612,13 @@ impl Engine {
             .map(|v| (header, v.clone()))
             .collect();
         let mut extra = extra;
-        if code == 401 {
+        // Key login only for key users (`sip:z6Mk…`): some phones (libre 1.x) give up
+        // on a 401 with any scheme they do not know, and a password user has no key.
+        let key_user = req
+            .to()
+            .and_then(|t| t.uri.user_decoded())
+            .is_some_and(|u| did_of_user(&u).is_some());
+        if code == 401 && key_user {
             if let Some(key_challenge) = self.key_login_challenge(now) {
                 extra.push((header, key_challenge));
             }

@@ -20,6 +20,8 @@ pub struct Baresip {
     pub dir: PathBuf,
     ctrl_port: u16,
     ctrl: Option<TcpStream>,
+    /// Kept open so that stdio.so does not read end-of-file.
+    _stdin: Option<std::process::ChildStdin>,
     /// user@host of the account.
     pub aor: String,
     events: Option<Receiver<String>>,
@@ -62,6 +64,7 @@ impl Baresip {
              net_interface\t\t{LOCALHOST}\n\
              module_path\t\t/usr/lib/baresip/modules\n\
              module\t\t\tctrl_tcp.so\n\
+             module\t\t\tstdio.so\n\
              ctrl_tcp_listen\t\t{LOCALHOST}:{ctrl_port}\n\
              module\t\t\tg711.so\n\
              module\t\t\talsa.so\n\
@@ -81,14 +84,16 @@ impl Baresip {
         let contacts: String = contacts.iter().map(|c| format!("{c}\n")).collect();
         fs::write(dir.join("contacts"), contacts).expect("write baresip contacts");
         let log = fs::File::create(dir.join("baresip.log")).expect("baresip log");
-        let child = Command::new("baresip")
+        let mut child = Command::new("baresip")
             .arg("-f")
             .arg(&dir)
-            .stdin(Stdio::null())
+            // stdio.so prints incoming messages; its input stays open, unused.
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
             .spawn()
             .expect("spawn baresip");
+        let stdin = child.stdin.take();
         let mut b = Baresip {
             child: Some(child),
             dir,
@@ -97,6 +102,7 @@ impl Baresip {
             events: None,
             seen: Vec::new(),
             ctrl: None,
+            _stdin: stdin,
         };
         b.connect_ctrl();
         b
