@@ -229,6 +229,17 @@ fn a_key_user_and_a_device_password_phone_call_and_message_each_other_across_nod
     let line = alice.expect("message from");
     assert!(line.contains("hello alice"), "{line}");
 
+    // bob's handle on node 2 is an alias for his DID: alice reaches him by name
+    // through node 1 (which knows nothing of "bob" but the alias record).
+    let by_name = format!("sip:bob@{}", node1.sip_addr());
+    let (ok, text) = agent(&alice_wallet, &node1, &["message", &by_name, "by name"]);
+    assert!(ok, "dots agent message by name failed:\n{text}");
+    assert!(
+        wait_until(WAIT, || bob.log().contains("by name")),
+        "bob's phone did not get the message sent to his name (agent: {text}):\n{}",
+        tail(&bob.log(), 4000)
+    );
+
     // Both nodes took part: node 2 forwarded to node 1 and back.
     for node in [&node1, &node2] {
         assert!(sample(node, "dots_sip_requests_received_total{method=\"INVITE\"}") >= 2);
