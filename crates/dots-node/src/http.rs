@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/did.json", get(node_did))
         .route("/users/{handle}/did.json", get(user_did))
         .route("/.well-known/webfinger", get(webfinger))
+        .merge(crate::web::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -21,6 +21,7 @@ mod node;
 pub mod provider;
 mod tls;
 pub mod transport;
+pub mod web;
 
 pub use config::NodeConfig;
 pub use node::run;
