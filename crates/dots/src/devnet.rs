@@ -159,17 +159,20 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 fn print_table(nodes: &[DevNode], open: bool) {
-    println!(
+    outln!(
         "DOTS devnet: {} nodes on 127.0.0.1{}",
         nodes.len(),
         if open { " (open registration)" } else { "" }
     );
-    println!(
+    outln!(
         "{:<5} {:<22} {:<27} {:<28} peer id",
-        "node", "SIP (udp+tcp)", "HTTP", "overlay"
+        "node",
+        "SIP (udp+tcp)",
+        "HTTP",
+        "overlay"
     );
     for n in nodes {
-        println!(
+        outln!(
             "{:<5} {:<22} {:<27} {:<28} {}",
             n.index,
             format!("sip:127.0.0.1:{}", n.sip),
@@ -179,12 +182,12 @@ fn print_table(nodes: &[DevNode], open: bool) {
         );
     }
     if let Some(n) = nodes.first() {
-        println!(
+        outln!(
             "data and logs under {}",
             n.data_dir.parent().unwrap_or(Path::new(".")).display()
         );
     }
-    println!("Ctrl-C stops them all.");
+    outln!("Ctrl-C stops them all.");
 }
 
 fn wait_for_stop(nodes: &mut [DevNode]) -> anyhow::Result<()> {

@@ -190,9 +190,9 @@ fn new(args: &WalletArgs, name: Option<String>) -> anyhow::Result<()> {
     let wallet = Wallet::generate(name);
     let file = WalletFile::seal(&wallet, pass(&passphrase), KdfParams::default())?;
     write_new(&file, &args.wallet)?;
-    println!("{}", wallet.did());
-    println!("wallet: {}", args.wallet.display());
-    println!("protection: {}", file.protection());
+    outln!("{}", wallet.did());
+    outln!("wallet: {}", args.wallet.display());
+    outln!("protection: {}", file.protection());
     if passphrase.is_none() {
         eprintln!(
             "note: the key is stored unencrypted (file mode 0600); set {PASSPHRASE_ENV} or pass --passphrase-file to encrypt it"
@@ -219,11 +219,11 @@ fn show(args: &WalletArgs) -> anyhow::Result<()> {
             ""
         }
     };
-    println!("{}", file.did());
+    outln!("{}", file.did());
     if let Some(name) = file.name() {
-        println!("name: {name}");
+        outln!("name: {name}");
     }
-    println!("protection: {}{checked}", file.protection());
+    outln!("protection: {}{checked}", file.protection());
     Ok(())
 }
 
@@ -247,7 +247,7 @@ fn export(args: &WalletArgs) -> anyhow::Result<()> {
             file.export()
         }
     };
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
@@ -293,9 +293,9 @@ fn import(args: &WalletArgs, from: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     write_new(&file, &args.wallet)?;
-    println!("{}", file.did());
-    println!("wallet: {}", args.wallet.display());
-    println!(
+    outln!("{}", file.did());
+    outln!("wallet: {}", args.wallet.display());
+    outln!(
         "protection: {}{}",
         file.protection(),
         if checked {
@@ -481,10 +481,10 @@ fn device_add(
         let value = v[key]
             .as_str()
             .ok_or_else(|| anyhow!("the node's answer has no {key}"))?;
-        println!("{key}: {value}");
+        outln!("{key}: {value}");
     }
     if let Some(until) = v["grant_until"].as_u64() {
-        println!("grant_until: {}", iso8601(until));
+        outln!("grant_until: {}", iso8601(until));
     }
     eprintln!(
         "note: the password is shown only now (the node keeps just its digest); set the phone's user name, password and domain as above, with the registrar as its SIP server or outbound proxy"
@@ -506,7 +506,7 @@ fn device_list(args: &WalletArgs, node: &NodeArgs) -> anyhow::Result<()> {
     }
     // One device a line: name, user name, created, grant end ("-" if none).
     for d in devices {
-        println!(
+        outln!(
             "{}\t{}\t{}\t{}",
             d["name"].as_str().unwrap_or("?"),
             d["username"].as_str().unwrap_or("?"),
@@ -529,7 +529,7 @@ fn device_revoke(args: &WalletArgs, node: &NodeArgs, name: &str) -> anyhow::Resu
         bail!("the node refused the revocation: {}", resp.error_text());
     }
     let v = resp.json()?;
-    println!("revoked: {}", v["username"].as_str().unwrap_or(name));
+    outln!("revoked: {}", v["username"].as_str().unwrap_or(name));
     Ok(())
 }
 

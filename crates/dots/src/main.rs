@@ -10,6 +10,19 @@ use dots_node::NodeConfig;
 use dots_registrar::hash_password;
 use dots_store::{AccountStore, StoreError};
 
+/// `println!` for command output that may go to a pipe: a reader that went away
+/// (`dots id show … | head -1`) ends the command quietly instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod agent;
 mod bench;
 mod devnet;
@@ -290,11 +303,11 @@ fn run_user(command: UserCommand) -> anyhow::Result<()> {
                 }
                 e => anyhow::anyhow!(e),
             })?;
-            println!("added user {name} (realm {realm})");
+            outln!("added user {name} (realm {realm})");
         }
         UserCommand::List { store } => {
             for (name, creds) in accounts(&store.data_dir)?.list()? {
-                println!("{name}\t{}", creds.realm);
+                outln!("{name}\t{}", creds.realm);
             }
         }
         UserCommand::Remove { name, store } => {
@@ -306,7 +319,7 @@ fn run_user(command: UserCommand) -> anyhow::Result<()> {
                     }
                     e => anyhow::anyhow!(e),
                 })?;
-            println!("removed user {name}");
+            outln!("removed user {name}");
         }
         UserCommand::Passwd {
             name,
@@ -323,7 +336,7 @@ fn run_user(command: UserCommand) -> anyhow::Result<()> {
                     }
                     e => anyhow::anyhow!(e),
                 })?;
-            println!("password changed for {name}");
+            outln!("password changed for {name}");
         }
     }
     Ok(())
