@@ -176,7 +176,8 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 /// SIGTERM, then SIGKILL if the process is still there after `grace`.
-fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+/// SIGTERM, up to `grace` to exit, then SIGKILL; the exit status if it ended.
+pub fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     if let Ok(Some(st)) = child.try_wait() {
         return Some(st);
     }
