@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{EngineConfig, Listener};
+use crate::flow::FlowTokens;
 use crate::identity::{did_of_user, AccountOwner, KeyLogin};
 use crate::overlay::{OverlayState, RemoteAttempt};
 use crate::stats::Stats;
@@ -89,6 +90,8 @@ pub struct Engine {
     counter: u64,
     rng: StdRng,
     pub(crate) overlay: OverlayState,
+    /// Flow tokens in the Record-Route entries that face WebSocket clients.
+    flows: FlowTokens,
 }
 
 impl Engine {
@@ -116,6 +119,7 @@ impl Engine {
         let secret: [u8; 32] = rng.random();
         let auth = DigestAuth::new(config.realm.clone(), secret, config.nonce_ttl);
         let branch_prefix = format!("{:08x}", rng.random::<u32>());
+        let flows = FlowTokens::new(rng.random());
         Engine {
             txn: TransactionLayer::new(config.timers),
             registrar: Registrar::new(config.registrar.clone()),
@@ -136,6 +140,7 @@ impl Engine {
             counter: 0,
             rng,
             overlay: OverlayState::default(),
+            flows,
             config,
         }
     }
@@ -156,10 +161,19 @@ impl Engine {
 
     /// Loads persisted bindings at start-up (expired ones are dropped at the
     /// next timeout).
+    ///
+    /// A binding made over a WebSocket is not restored but removed (and the
+    /// removal recorded): its connection did not survive the restart, and a
+    /// WebSocket client cannot be reached any other way.
     pub fn restore_bindings(&mut self, bindings: Vec<Binding>) {
         for b in bindings {
             self.known_aors.insert(b.aor.clone());
+            let websocket = b.source.is_some_and(|s| s.transport.is_websocket());
+            let (aor, contact_uri) = (b.aor.clone(), b.contact_uri.clone());
             self.registrar.location.restore(b);
+            if websocket {
+                self.registrar.location.remove(&aor, &contact_uri);
+            }
         }
     }
 
@@ -239,6 +253,35 @@ impl Engine {
         self.process(now);
     }
 
+    /// A connection closed. For a WebSocket connection (RFC 7118) this is
+    /// the end of every binding registered over it, as if the client had
+    /// unregistered that flow (RFC 5626): its contacts are removed (the
+    /// removal persisted and the presence change published), and requests
+    /// still waiting for an answer over it fail at once. Other connections
+    /// change nothing: their contacts can be reached over a new one.
+    pub fn flow_closed(&mut self, now: Millis, peer: Peer) {
+        if !peer.transport.is_websocket() || peer.flow.is_none() {
+            return;
+        }
+        let gone: Vec<(String, String)> = self
+            .registrar
+            .location
+            .all()
+            .filter(|b| {
+                b.source
+                    .is_some_and(|s| s.transport == peer.transport && s.flow == peer.flow)
+            })
+            .map(|b| (b.aor.clone(), b.contact_uri.clone()))
+            .collect();
+        for (aor, contact_uri) in gone {
+            tracing::debug!(%aor, %contact_uri, %peer, "WebSocket closed: binding removed");
+            self.registrar.location.remove(&aor, &contact_uri);
+            self.note_presence(&aor, now);
+        }
+        self.txn.transport_error(now, peer);
+        self.process(now);
+    }
+
     // ----- outputs ----------------------------------------------------------
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -310,7 +353,7 @@ impl Engine {
                     source,
                     cancels,
                 } => self.on_request(now, id, request, source, cancels),
-                Event::Ack { request, .. } => self.forward_ack(request),
+                Event::Ack { request, source } => self.forward_ack(request, source),
                 Event::Response { id, response } => {
                     self.on_branch_response(now, id, Some(response), 0)
                 }
@@ -369,7 +412,18 @@ impl Engine {
         }
 
         // §16.4: pop the Route entries that name this node (loose routing).
-        let routed = self.pop_own_routes(&mut req);
+        let (routed, flow) = self.pop_own_routes(&mut req, source);
+        if let Some(dest) = flow {
+            // RFC 5626 §5.3: one of them names the connection of the next
+            // hop (a WebSocket client): forward over it, whatever the
+            // Request-URI says.
+            let target = Target {
+                uri: req.uri.clone(),
+                dest,
+                routes: Vec::new(),
+            };
+            return self.fork(now, id, req, vec![target], source);
+        }
         if let Some(next) = req.headers.get(HeaderName::Route) {
             // Pre-loaded or dialog route set: forward to the next hop as is.
             let Some(dest) = NameAddr::parse(next).ok().and_then(|na| resolve(&na.uri)) else {
@@ -670,13 +724,19 @@ impl Engine {
                 fwd.headers.push_front(HeaderName::Route, route.clone());
             }
             if dialog_creating {
+                // Two entries when the request changes transport (so each side
+                // gets a Route it can use, as Kamailio does) or either side is
+                // a WebSocket client: that side's entry carries the client's
+                // flow token, which in-dialog requests for it come back with.
+                let ws_in = source.transport.is_websocket();
+                let ws_out = target.dest.transport.is_websocket();
                 let in_listener = self.listener_for(source.transport).cloned();
-                if let Some(inl) = in_listener.filter(|l| l != &out_listener) {
-                    fwd.headers
-                        .push_front(HeaderName::RecordRoute, record_route(&inl));
+                if let Some(inl) = in_listener.filter(|l| l != &out_listener || ws_in || ws_out) {
+                    let rr = self.record_route(&inl, ws_in.then_some(source));
+                    fwd.headers.push_front(HeaderName::RecordRoute, rr);
                 }
-                fwd.headers
-                    .push_front(HeaderName::RecordRoute, record_route(&out_listener));
+                let rr = self.record_route(&out_listener, ws_out.then_some(target.dest));
+                fwd.headers.push_front(HeaderName::RecordRoute, rr);
             }
             self.counter += 1;
             let branch = format!(
@@ -1001,17 +1061,17 @@ impl Engine {
     }
 
     /// Forwards an ACK for a 2xx (end to end, no transaction).
-    fn forward_ack(&mut self, mut req: Request) {
+    fn forward_ack(&mut self, mut req: Request, source: Peer) {
         if req.max_forwards() == Some(0) {
             return;
         }
-        self.pop_own_routes(&mut req);
+        let (_, flow) = self.pop_own_routes(&mut req, source);
         let next = match req.headers.get(HeaderName::Route) {
             Some(r) => NameAddr::parse(r).ok().map(|na| na.uri),
             None if !self.is_me(&req.uri) => Some(req.uri.clone()),
             None => None,
         };
-        let Some(dest) = next.as_ref().and_then(resolve) else {
+        let Some(dest) = flow.or_else(|| next.as_ref().and_then(resolve)) else {
             return;
         };
         let Some(listener) = self.listener_for(dest.transport).cloned() else {
@@ -1126,19 +1186,46 @@ impl Engine {
     }
 
     /// §16.4: removes the leading Route entries that name this node (loose
-    /// routing); true if there was one.
-    fn pop_own_routes(&self, req: &mut Request) -> bool {
+    /// routing). Returns whether there was one, and the connection a flow
+    /// token among them names, unless it is the one the request came over
+    /// (RFC 5626 §5.3: then the request is leaving that client).
+    fn pop_own_routes(&self, req: &mut Request, source: Peer) -> (bool, Option<Peer>) {
         let mut popped = false;
+        let mut flow = None;
         while let Some(top) = req.headers.get(HeaderName::Route) {
             match NameAddr::parse(top) {
                 Ok(na) if self.is_me(&na.uri) => {
+                    let named = na.uri.user.as_deref().and_then(|u| self.flows.decode(u));
+                    if let Some(peer) = named {
+                        let incoming = peer.transport == source.transport
+                            && peer.flow.is_some()
+                            && peer.flow == source.flow;
+                        if !incoming && flow.is_none() {
+                            flow = Some(peer);
+                        }
+                    }
                     req.headers.pop_front(HeaderName::Route);
                     popped = true;
                 }
                 _ => break,
             }
         }
-        popped
+        (popped, flow)
+    }
+
+    /// The node's Record-Route entry for a listener; with the flow token of
+    /// `client` when that side is a WebSocket client.
+    fn record_route(&self, l: &Listener, client: Option<Peer>) -> String {
+        let token = client.and_then(|c| self.flows.encode(c));
+        match token {
+            Some(t) => format!(
+                "<sip:{t}@{}:{};transport={};lr>",
+                l.host(),
+                l.addr.port(),
+                l.transport.uri_param()
+            ),
+            None => record_route(l),
+        }
     }
 
     /// Is this URI one of the node's own addresses (host and port)?
@@ -1303,10 +1390,14 @@ pub(crate) fn resolve(uri: &Uri) -> Option<Peer> {
 /// How to reach a registered contact: at its Contact address, preferring
 /// the connection it registered over when the transports match (connection
 /// reuse; the shell falls back to a new connection if that one is gone).
+/// A contact registered over a WebSocket is reached over that connection
+/// only (RFC 7118 §5: its host is usually a made-up `.invalid` name; RFC
+/// 5626: the binding's flow).
 pub(crate) fn target_for_binding(b: &Binding) -> Option<Target> {
     let uri = Uri::parse(&b.contact_uri).ok()?;
     let dest = match b.path.first() {
         Some(p) => NameAddr::parse(p).ok().and_then(|na| resolve(&na.uri))?,
+        None if b.source.is_some_and(|s| s.transport.is_websocket()) => b.source?,
         None => {
             let mut dest = resolve(&uri)?;
             if let Some(src) = b

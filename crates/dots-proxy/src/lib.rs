@@ -28,6 +28,7 @@
 
 mod config;
 mod engine;
+mod flow;
 mod identity;
 mod overlay;
 mod stats;

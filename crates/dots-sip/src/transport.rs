@@ -25,6 +25,12 @@ impl TransportKind {
         matches!(self, TransportKind::Tcp | TransportKind::Tls)
     }
 
+    /// SIP over WebSocket (RFC 7118): the client is reachable only over the
+    /// connection it opened.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, TransportKind::Ws | TransportKind::Wss)
+    }
+
     /// The name used in Via headers (`SIP/2.0/UDP`).
     pub fn via_name(self) -> &'static str {
         match self {
@@ -118,7 +124,9 @@ mod tests {
         for kind in [TransportKind::Ws, TransportKind::Wss] {
             assert!(kind.is_reliable());
             assert!(!kind.is_stream());
+            assert!(kind.is_websocket());
         }
+        assert!(!TransportKind::Tcp.is_websocket());
         assert_eq!(TransportKind::parse("wsx"), None);
         assert_eq!(TransportKind::parse("w"), None);
         let peer = Peer::new(TransportKind::Wss, "192.0.2.7:443".parse().unwrap());
