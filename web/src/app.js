@@ -183,15 +183,17 @@ function login(aorText, password) {
     return;
   }
   me = aor;
+  const mine = ua;
+  // Events of a user agent that has since been stopped are not ours.
+  const on = (event, handler) => mine.on(event, (e) => ua === mine && handler(e));
   ui.login.disabled = true;
   setRegState('connecting', `connecting to ${urls.join(', ')}…`);
   let everRegistered = false;
 
-  ua.on('connected', () => {
+  on('connected', () => {
     if (!everRegistered) setRegState('connecting', 'registering…');
   });
-  ua.on('disconnected', (e) => {
-    if (!ua) return;
+  on('disconnected', (e) => {
     const url = e && e.socket && e.socket.url ? e.socket.url : urls.join(', ');
     setRegState('disconnected', 'not connected');
     if (!everRegistered) {
@@ -207,7 +209,7 @@ function login(aorText, password) {
       showError(`The WebSocket connection to ${url} closed. Retrying…`);
     }
   });
-  ua.on('registered', (e) => {
+  on('registered', (e) => {
     everRegistered = true;
     clearError();
     const expires = e && e.response ? e.response.getHeader('Expires') : null;
@@ -215,10 +217,8 @@ function login(aorText, password) {
     ui.regState.title = expires ? `expires in ${expires} s` : '';
     showPhone();
   });
-  ua.on('unregistered', () => {
-    if (ua) setRegState('unregistered', 'not registered');
-  });
-  ua.on('registrationFailed', (e) => {
+  on('unregistered', () => setRegState('unregistered', 'not registered'));
+  on('registrationFailed', (e) => {
     const text = describeFailure({ message: e.response, cause: e.cause }, 'Registration');
     setRegState('failed', 'registration failed');
     showError(text);
@@ -229,15 +229,15 @@ function login(aorText, password) {
       ui.password.focus();
     }
   });
-  ua.on('newRTCSession', (e) => onNewSession(e));
-  ua.on('newMessage', (e) => {
+  on('newRTCSession', (e) => onNewSession(e));
+  on('newMessage', (e) => {
     if (e.originator !== 'remote') return;
     const from = bare(e.request.from.uri.toString());
     addMessage('in', from, e.request.body || '');
     // Reply to the sender by default.
     if (!ui.msgTo.value) ui.msgTo.value = from;
   });
-  ua.start();
+  mine.start();
 }
 
 function stopUa() {
@@ -381,7 +381,8 @@ function onNewSession(e) {
       text = describeFailure(ev, 'Call');
     }
     if (outcome === 'failed' || (direction === 'out' && outcome === 'declined')) showError(text);
-    finishCall(current, outcome, text);
+    const code = ev.message && typeof ev.message.status_code === 'number' ? ev.message.status_code : null;
+    finishCall(current, outcome, text, code);
   });
 }
 
@@ -408,7 +409,7 @@ function startTimer() {
   timer = setInterval(tick, 1000);
 }
 
-function finishCall(c, outcome, text) {
+function finishCall(c, outcome, text, code) {
   if (call !== c) return;
   call = null;
   if (timer) clearInterval(timer);
@@ -423,6 +424,7 @@ function finishCall(c, outcome, text) {
     direction: c.direction,
     peer: c.peer,
     outcome,
+    code: code || null,
     duration,
   });
   ui.target.focus();
@@ -475,7 +477,9 @@ function renderCallLog(entries = readCallLog()) {
       who.textContent = `${e.direction === 'in' ? '↙ from' : '↗ to'} ${e.peer}`;
       const outcome = document.createElement('span');
       outcome.className = 'outcome';
-      outcome.textContent = e.outcome === 'answered' ? clock(e.duration) : e.outcome;
+      if (e.code) li.dataset.code = e.code;
+      outcome.textContent =
+        e.outcome === 'answered' ? clock(e.duration) : e.code ? `${e.outcome} (${e.code})` : e.outcome;
       li.append(when, who, outcome);
       return li;
     }),
@@ -592,7 +596,16 @@ window.softphone = {
     let inboundBytes = 0;
     let outboundBytes = 0;
     const report = await pc.getStats();
+    let route = null;
     report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) {
+        const pair = report.get(s.selectedCandidatePairId);
+        const local = pair && report.get(pair.localCandidateId);
+        const remote = pair && report.get(pair.remoteCandidateId);
+        if (local && remote) {
+          route = `${local.candidateType} ${local.address}:${local.port} -> ${remote.candidateType} ${remote.address}:${remote.port}`;
+        }
+      }
       if (s.type === 'inbound-rtp' && (s.kind || s.mediaType) === 'audio') inboundBytes += s.bytesReceived || 0;
       if (s.type === 'outbound-rtp' && (s.kind || s.mediaType) === 'audio') outboundBytes += s.bytesSent || 0;
     });
@@ -601,6 +614,7 @@ window.softphone = {
       iceConnectionState: pc.iceConnectionState,
       inboundBytes,
       outboundBytes,
+      route,
     };
   },
 };
