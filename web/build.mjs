@@ -8,7 +8,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const dist = join(here, 'dist');
+// `--out DIR` builds elsewhere (the tests compare that with dist/).
+const outAt = process.argv.indexOf('--out');
+const dist = outAt > 0 ? process.argv[outAt + 1] : join(here, 'dist');
 mkdirSync(dist, { recursive: true });
 
 // The bundled packages and their licenses, named at the top of the bundle.
@@ -38,4 +40,4 @@ await build({
   logLevel: 'warning',
 });
 copyFileSync(join(here, 'src/index.html'), join(dist, 'index.html'));
-console.log('web/dist: index.html softphone.js softphone.css');
+console.log(`${dist}: index.html softphone.js softphone.css`);
