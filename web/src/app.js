@@ -386,7 +386,48 @@ function onNewSession(e) {
   });
 }
 
+/** A ring tone while a call comes in (two tones, 2 s on, 4 s off), and the title says so. */
+let ringer = null;
+
+function startRinging() {
+  document.title = 'Incoming call · DOTS softphone';
+  if (ringer) return;
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  if (!Ctx) return;
+  try {
+    const ctx = new Ctx();
+    const gain = ctx.createGain();
+    gain.gain.value = 0;
+    gain.connect(ctx.destination);
+    for (const f of [440, 480]) {
+      const osc = ctx.createOscillator();
+      osc.frequency.value = f;
+      osc.connect(gain);
+      osc.start();
+    }
+    const burst = () => {
+      const t = ctx.currentTime;
+      gain.gain.setValueAtTime(0.08, t);
+      gain.gain.setValueAtTime(0, t + 2);
+    };
+    burst();
+    ringer = { ctx, timer: setInterval(burst, 6000) };
+  } catch (_) {
+    ringer = null;
+  }
+}
+
+function stopRinging() {
+  document.title = 'DOTS softphone';
+  if (!ringer) return;
+  clearInterval(ringer.timer);
+  ringer.ctx.close().catch(() => {});
+  ringer = null;
+}
+
 function setCallState(state, status, peer) {
+  if (state === 'incoming') startRinging();
+  else stopRinging();
   ui.callPanel.hidden = false;
   ui.callPanel.dataset.state = state;
   ui.callStatus.textContent = status;
@@ -625,6 +666,15 @@ loadConfig().then(
     ui.nodeInfo.textContent = `Node ${config.domain} · SIP over ${socketUrls().join(', ')}`;
     ui.aor.placeholder = `alice@${config.domain}`;
     document.body.dataset.ready = 'true';
+    if (!window.isSecureContext) {
+      // Browsers give the microphone to secure pages only (https, or localhost).
+      const wss = config.ws.find((u) => u.startsWith('wss:'));
+      const https = wss ? wss.replace(/^wss:/, 'https:').replace(/\/sip$/, '/') : null;
+      showError(
+        'This page is not served over HTTPS, so the browser will not give it the microphone: ' +
+          (https ? `open ${https} instead.` : 'start the node with --https and open that address.'),
+      );
+    }
     ui.aor.focus();
   },
   (err) => {
