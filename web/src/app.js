@@ -7,6 +7,25 @@
 // tests the peer connection's state and statistics.
 
 import * as JsSIP from 'jssip';
+import { IncomingResponse } from 'jssip/lib/SIPMessage';
+
+// A DOTS node offers two digest challenges, MD5 and SHA-256 (RFC 8760). JsSIP
+// 3.13 answers MD5 only, and its parser keeps only the last WWW-Authenticate
+// (or Proxy-Authenticate) header of a response: keep an MD5 challenge once
+// one is seen, whatever the order the node lists them in.
+{
+  const isMd5 = (v) => !/algorithm\s*=/i.test(v) || /algorithm\s*=\s*"?MD5"?\s*(,|$)/i.test(v);
+  const setHeader = IncomingResponse.prototype.setHeader;
+  IncomingResponse.prototype.setHeader = function keepMd5Challenge(name, value) {
+    const lower = String(name).toLowerCase();
+    if (lower === 'www-authenticate' || lower === 'proxy-authenticate') {
+      const key = lower === 'www-authenticate' ? 'WWW-Authenticate' : 'Proxy-Authenticate';
+      const held = this.headers[key];
+      if (held && held.length && isMd5(held[0].raw) && !isMd5(String(value))) return;
+    }
+    setHeader.call(this, name, value);
+  };
+}
 
 const $ = (id) => document.getElementById(id);
 

@@ -65,7 +65,14 @@ async function openPage(name, url) {
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   const consoleLines = [];
-  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  if (args.sip_trace) {
+    // JsSIP's own log (the `debug` package reads localStorage.debug).
+    await context.addInitScript(() => localStorage.setItem('debug', 'JsSIP:Transport'));
+  }
+  page.on('console', (m) => {
+    consoleLines.push(`${m.type()}: ${m.text()}`);
+    if (args.sip_trace) process.stderr.write(`[${name}] ${m.text()}\n`);
+  });
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
   page.consoleLines = consoleLines;
   page.who = name;

@@ -1,7 +1,7 @@
 // A stand-in for a DOTS node, for testing the page alone: it serves
 // web/dist/, answers GET /api/v1/webrtc, and is a tiny SIP registrar and
-// relay over WebSocket (path /sip, subprotocol sip) with MD5 digest for
-// REGISTER. It relays requests to the registered WebSocket of the
+// relay over WebSocket (path /sip, subprotocol sip) with digest for REGISTER
+// (MD5 and SHA-256 offered, MD5 checked). It relays requests to the registered WebSocket of the
 // Request-URI's user and responses back by their Via branch; it answers 404
 // for unknown users and 480 for known ones that are not registered.
 //
@@ -176,7 +176,13 @@ export function startStub({ users = {}, host = '127.0.0.1', port = 0, iceServers
       if (!auth) {
         const nonce = randomBytes(8).toString('hex');
         nonces.add(nonce);
-        conn.send(respond(msg, 401, 'Unauthorized', [`WWW-Authenticate: Digest realm="${REALM}", nonce="${nonce}", algorithm=MD5, qop="auth"`]));
+        // Both challenges, as a DOTS node offers them (RFC 8760).
+        conn.send(
+          respond(msg, 401, 'Unauthorized', [
+            `WWW-Authenticate: Digest realm="${REALM}", nonce="${nonce}", algorithm=MD5, qop="auth"`,
+            `WWW-Authenticate: Digest realm="${REALM}", nonce="${nonce}", algorithm=SHA-256, qop="auth"`,
+          ]),
+        );
         return;
       }
       const p = digestParams(auth);
