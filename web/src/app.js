@@ -675,6 +675,7 @@ window.softphone = {
       inboundBytes,
       outboundBytes,
       route,
+      iceServers: (pc.getConfiguration().iceServers || []).flatMap((s) => [].concat(s.urls)),
     };
   },
 };

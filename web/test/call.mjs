@@ -7,9 +7,10 @@
 //   - both log in; bob calls alice; alice's page rings; she answers;
 //   - both pages show the call; each RTCPeerConnection is `connected` and
 //     its inbound audio bytes grow between two samples;
+//   - mute toggles; a message each way during the call;
 //   - a screenshot of bob's page in the call;
-//   - mute toggles; bob hangs up; both pages show the end and log the call;
-//   - a message each way;
+//   - bob hangs up; both pages show the end and log the call; one more
+//     message after it;
 //   - a page whose node's WebSocket cannot be reached says so.
 //
 //   node test/call.mjs '{"alice": {"url": "http://127.0.0.1:P1/", "aor": "alice@127.0.0.1",
@@ -59,7 +60,7 @@ function closedPort() {
 
 async function openPage(name, url) {
   const context = await browser.newContext({
-    viewport: { width: 760, height: 980 },
+    viewport: { width: 760, height: 800 },
     permissions: ['microphone'],
   });
   const page = await context.newPage();
@@ -127,6 +128,12 @@ async function statsUntil(page, ok, what) {
     await page.waitForTimeout(200);
   }
   throw new Error(`${page.who}: ${what} (last stats: ${JSON.stringify(s)})`);
+}
+
+async function messageList(page) {
+  return page.$$eval('#messages li', (l) =>
+    l.map((li) => `${li.dataset.direction}: ${li.querySelector('.text').textContent}`),
+  );
 }
 
 async function main() {
@@ -238,6 +245,7 @@ async function main() {
       inbound_bytes: [first.inboundBytes, second.inboundBytes],
       outbound_bytes: second.outboundBytes,
       route: second.route,
+      ice_servers: second.iceServers,
     };
     step(`${page.who} media flows`, result[key]);
   }
@@ -248,6 +256,26 @@ async function main() {
   await a.click('#mute');
   need((await a.getAttribute('#mute', 'aria-pressed')) === 'false', 'mute stays pressed');
   step('mute toggles');
+
+  // A message each way, during the call.
+  const send = async (from, to, body) => {
+    await from.fill('#msg-to', to);
+    await from.fill('#msg-text', body);
+    await from.press('#msg-text', 'Enter');
+    await from.waitForSelector('#messages li[data-direction="out"][data-status="sent"]:last-child');
+  };
+  const received = async (page, body) => {
+    await page.waitForFunction(
+      (t) => [...document.querySelectorAll('#messages li[data-direction="in"]')].some((li) => li.textContent.includes(t)),
+      body,
+    );
+  };
+  await send(a, args.bob_target || bob.aor, 'hello bob, from alice');
+  await received(b, 'hello bob, from alice');
+  await send(b, args.alice_target || alice.aor, 'hello alice, from bob');
+  await received(a, 'hello alice, from bob');
+  result.messages = { alice: await messageList(a), bob: await messageList(b) };
+  step('messages both ways', result.messages);
 
   if (args.screenshot) {
     mkdirSync(dirname(args.screenshot), { recursive: true });
@@ -266,28 +294,11 @@ async function main() {
   await b.waitForSelector('#call-log li[data-direction="out"][data-outcome="answered"]');
   step('hung up', { alice: result.alice_ended, bob: result.bob_ended });
 
-  // A message each way.
-  const send = async (from, to, body) => {
-    await from.fill('#msg-to', to);
-    await from.fill('#msg-text', body);
-    await from.press('#msg-text', 'Enter');
-    await from.waitForSelector('#messages li[data-direction="out"][data-status="sent"]:last-child');
-  };
-  const received = async (page, body) => {
-    await page.waitForFunction(
-      (t) => [...document.querySelectorAll('#messages li[data-direction="in"]')].some((li) => li.textContent.includes(t)),
-      body,
-    );
-  };
-  await send(a, args.bob_target || bob.aor, 'hello bob, from alice');
-  await received(b, 'hello bob, from alice');
-  await send(b, args.alice_target || alice.aor, 'hello alice, from bob');
-  await received(a, 'hello alice, from bob');
-  result.messages = {
-    alice: await a.$$eval('#messages li', (l) => l.map((li) => `${li.dataset.direction}: ${li.querySelector('.text').textContent}`)),
-    bob: await b.$$eval('#messages li', (l) => l.map((li) => `${li.dataset.direction}: ${li.querySelector('.text').textContent}`)),
-  };
-  step('messages both ways', result.messages);
+  // And one after it.
+  await send(b, args.alice_target || alice.aor, 'bye alice');
+  await received(a, 'bye alice');
+  result.messages.alice = await messageList(a);
+  step('message after the call');
 
   // A node whose WebSocket cannot be reached: the page says so.
   const port = await closedPort();
