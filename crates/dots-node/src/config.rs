@@ -17,6 +17,17 @@ pub struct NodeConfig {
     pub http: HttpConfig,
     pub registrar: RegistrarSection,
     pub p2p: P2pConfig,
+    pub stun: StunConfig,
+}
+
+/// The STUN server (RFC 8489 Binding) that tells WebRTC clients their
+/// public address.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StunConfig {
+    /// UDP listen address, e.g. "127.0.0.1:3478"; off when absent. (The SIP
+    /// UDP port answers STUN too, as RFC 5626 keep-alives.)
+    pub listen: Option<SocketAddr>,
 }
 
 /// The overlay that joins nodes into one network.
@@ -73,8 +84,13 @@ pub struct SipConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Listen address of the HTTP service (/healthz, /metrics).
+    /// Listen address of the HTTP service (/healthz, /metrics, the API, the
+    /// web softphone, and SIP over WebSocket at /sip).
     pub listen: SocketAddr,
+    /// HTTPS listen address (the same service, with SIP over secure
+    /// WebSocket at /sip), with the certificate of `sip.tls_cert` or the
+    /// generated one; off when absent.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +110,7 @@ impl Default for NodeConfig {
             http: HttpConfig::default(),
             registrar: RegistrarSection::default(),
             p2p: P2pConfig::default(),
+            stun: StunConfig::default(),
         }
     }
 }
@@ -119,6 +136,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            tls_listen: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP service: `/healthz`, `/metrics` (Prometheus text format),
-//! `/api/v1/node`, the provider API (`/api/v1/accounts/devices`, see
+//! `/api/v1/node`, SIP over WebSocket at `/sip` and `/api/v1/webrtc` (see
+//! [`crate::ws`]), the provider API (`/api/v1/accounts/devices`, see
 //! [`crate::provider`]) and names (`/.well-known/did.json`,
 //! `/users/<handle>/did.json`, `/.well-known/webfinger`, see [`crate::names`]).
 //!
@@ -53,6 +54,10 @@ pub struct AppState {
     pub identity: Option<Identity>,
     pub provider: Arc<Provider>,
     pub names: Arc<Names>,
+    /// Where `/sip` hands WebSocket connections (absent: `/sip` answers 404).
+    pub sip_ws: Option<crate::ws::SipWebSocket>,
+    /// What `/api/v1/webrtc` answers.
+    pub webrtc: Arc<crate::ws::WebRtcInfo>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/node", get(node_info))
+        .route(crate::ws::PATH, get(crate::ws::upgrade))
+        .route("/api/v1/webrtc", get(crate::ws::webrtc_info))
         .route(
             "/api/v1/accounts/devices",
             get(list_devices).post(add_device),

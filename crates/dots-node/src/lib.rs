@@ -1,8 +1,9 @@
 //! # dots-node: the tokio shell of a DOTS node
 //!
 //! Owns everything the sans-I/O engine (`dots-proxy`) must not: sockets
-//! (SIP over UDP, TCP and TLS), the clock, the embedded store (`dots-store`)
-//! and the HTTP service (`/healthz`, `/metrics`). [`run`] starts a node from
+//! (SIP over UDP, TCP, TLS and WebSocket, STUN), the clock, the embedded
+//! store (`dots-store`) and the HTTP(S) service (`/healthz`, `/metrics`, the
+//! API, `/sip`). [`run`] starts a node from
 //! a [`NodeConfig`] and returns after the shutdown future fires and
 //! in-flight work is drained and persisted.
 //!
@@ -16,12 +17,15 @@
 pub mod config;
 mod federation;
 pub mod http;
+mod https;
 pub mod names;
 mod node;
 pub mod provider;
+mod stun;
 mod tls;
 pub mod transport;
 pub mod web;
+pub mod ws;
 
 pub use config::NodeConfig;
 pub use node::run;

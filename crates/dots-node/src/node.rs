@@ -19,6 +19,8 @@ use crate::http::{self, Snapshot, SnapshotRequest};
 use crate::names::Names;
 use crate::provider::{self, AccountsUpdate, Provider, ServiceInfo};
 use crate::transport::{self, Connections, Inbound, SharedConnections};
+use crate::ws;
+use axum::serve::ListenerExt;
 
 /// How long shutdown waits for in-flight transactions.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
@@ -75,33 +77,74 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     let tcp = TcpListener::bind(sip_addr)
         .await
         .with_context(|| format!("cannot bind SIP TCP socket on {sip_addr}"))?;
-    let tls = match config.sip.tls_listen {
-        Some(addr) => {
-            let names: Vec<String> = std::iter::once(addr.ip().to_string())
-                .chain(config.sip.advertise.clone())
-                .chain(config.sip.domains.iter().cloned())
-                .collect();
-            let (server_config, cert_path) = crate::tls::server_config(
-                config.sip.tls_cert.as_deref(),
-                config.sip.tls_key.as_deref(),
-                &data_dir,
-                &names,
-            )?;
+    // One certificate for SIP over TLS and HTTPS: the configured one, or a
+    // self-signed one generated once in DATA_DIR/tls.
+    let tls_addrs: Vec<SocketAddr> = config
+        .sip
+        .tls_listen
+        .into_iter()
+        .chain(config.http.tls_listen)
+        .collect();
+    let tls_config = if tls_addrs.is_empty() {
+        None
+    } else {
+        let names: Vec<String> = tls_addrs
+            .iter()
+            .map(|a| a.ip().to_string())
+            .chain(config.sip.advertise.clone())
+            .chain(config.sip.domains.iter().cloned())
+            .collect();
+        Some(crate::tls::server_config(
+            config.sip.tls_cert.as_deref(),
+            config.sip.tls_key.as_deref(),
+            &data_dir,
+            &names,
+        )?)
+    };
+    let tls = match (config.sip.tls_listen, &tls_config) {
+        (Some(addr), Some((server_config, cert_path))) => {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot bind SIP TLS socket on {addr}"))?;
             Some((
                 listener,
-                tokio_rustls::TlsAcceptor::from(server_config),
+                tokio_rustls::TlsAcceptor::from(server_config.clone()),
                 addr,
-                cert_path,
+                cert_path.clone(),
             ))
         }
-        None => None,
+        _ => None,
     };
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot bind HTTP on {}", config.http.listen))?;
+    let http_addr: SocketAddr = http_listener.local_addr()?;
+    let https = match (config.http.tls_listen, &tls_config) {
+        (Some(addr), Some((server_config, cert_path))) => {
+            let mut https_config = (**server_config).clone();
+            https_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind HTTPS on {addr}"))?;
+            let addr = listener.local_addr()?;
+            Some((
+                listener,
+                tokio_rustls::TlsAcceptor::from(Arc::new(https_config)),
+                addr,
+                cert_path.clone(),
+            ))
+        }
+        _ => None,
+    };
+    let stun = match config.stun.listen {
+        Some(addr) => {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind STUN socket on {addr}"))?;
+            Some(Arc::new(socket))
+        }
+        None => None,
+    };
 
     if sip_addr.ip().is_unspecified() && config.sip.advertise.is_none() {
         anyhow::bail!(
@@ -123,6 +166,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     if let Some((_, _, addr, _)) = &tls {
         listeners.push(Listener {
             transport: TransportKind::Tls,
+            addr: *addr,
+            advertise: config.sip.advertise.clone(),
+        });
+    }
+    // SIP over WebSocket (RFC 7118) on the HTTP and HTTPS listeners.
+    listeners.push(Listener {
+        transport: TransportKind::Ws,
+        addr: http_addr,
+        advertise: config.sip.advertise.clone(),
+    });
+    if let Some((_, _, addr, _)) = &https {
+        listeners.push(Listener {
+            transport: TransportKind::Wss,
             addr: *addr,
             advertise: config.sip.advertise.clone(),
         });
@@ -205,8 +261,48 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     if let Some((_, _, addr, cert)) = &tls {
         tracing::info!(certificate = %cert.display(), "SIP listening on tls:{addr}");
     }
-    let http_addr: SocketAddr = http_listener.local_addr()?;
     tracing::info!("HTTP listening on http://{http_addr} (/healthz, /metrics)");
+    let mut ws_urls = vec![format!(
+        "ws://{}:{}{}",
+        ws::url_host(http_addr, config.sip.advertise.as_deref(), &sip_host),
+        http_addr.port(),
+        ws::PATH
+    )];
+    if let Some((_, _, addr, cert)) = &https {
+        tracing::info!(certificate = %cert.display(), "HTTPS listening on https://{addr}");
+        ws_urls.push(format!(
+            "wss://{}:{}{}",
+            ws::url_host(*addr, config.sip.advertise.as_deref(), &sip_host),
+            addr.port(),
+            ws::PATH
+        ));
+    }
+    for url in &ws_urls {
+        tracing::info!("SIP over WebSocket on {url}");
+    }
+    let mut ice_servers = Vec::new();
+    if let Some(socket) = &stun {
+        let addr = socket.local_addr()?;
+        tracing::info!("STUN listening on udp:{addr}");
+        ice_servers.push(ws::IceServer {
+            urls: vec![format!(
+                "stun:{}:{}",
+                ws::url_host(addr, config.sip.advertise.as_deref(), &sip_host),
+                addr.port()
+            )],
+        });
+    }
+    let webrtc = ws::WebRtcInfo {
+        ws: ws_urls,
+        ice_servers,
+        domain: config
+            .sip
+            .domains
+            .first()
+            .map(|d| d.to_ascii_lowercase())
+            .unwrap_or_else(|| sip_host.clone()),
+        realm: config.sip.realm.clone(),
+    };
     let domains: Vec<String> = std::iter::once(sip_addr.ip().to_string())
         .chain(config.sip.advertise.clone())
         .chain(config.sip.domains.iter().cloned())
@@ -290,12 +386,37 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
         }),
         provider: Arc::new(provider),
         names: Arc::new(names),
+        sip_ws: Some(ws::SipWebSocket {
+            connections: connections.clone(),
+            inbound: inbound_tx.clone(),
+            max_connections: config.sip.max_connections,
+        }),
+        webrtc: Arc::new(webrtc),
     };
+    let router = http::router(app_state);
+    if let Some((listener, acceptor, _, _)) = https {
+        let app = router
+            .clone()
+            .layer(axum::Extension(ws::Secure(true)))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let listener = crate::https::TlsListener::spawn(listener, acceptor)?.tap_io(|_| {});
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "HTTPS server stopped");
+            }
+        }));
+    }
+    let app = router
+        .layer(axum::Extension(ws::Secure(false)))
+        .into_make_service_with_connect_info::<SocketAddr>();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http::router(app_state)).await {
+        if let Err(e) = axum::serve(http_listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
+    if let Some(socket) = stun {
+        tasks.push(tokio::spawn(crate::stun::serve(socket)));
+    }
     let (store_tx, store_thread) = spawn_store_writer(store);
 
     tokio::pin!(shutdown);
@@ -431,6 +552,7 @@ fn handle_inbound(engine: &mut Engine, now: u64, msg: Inbound) {
         Inbound::Unreachable(peer) => engine.transport_error(now, peer),
         Inbound::Lookup(token, found) => engine.lookup_result(now, token, found),
         Inbound::Presence(subject, presence) => engine.remote_presence(&subject, presence),
+        Inbound::FlowClosed(peer) => engine.flow_closed(now, peer),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Sockets: the UDP receive loop, TCP/TLS connections, and the connection
 //! table that lets the engine answer or call back over the connection a
-//! client opened (RFC 3261 §18.2.2, connection reuse).
+//! client opened (RFC 3261 §18.2.2, connection reuse). WebSocket
+//! connections (see [`crate::ws`]) are in the same table.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +28,9 @@ pub enum Inbound {
     Lookup(u64, Option<dots_proxy::RemotePresence>),
     /// A presence record learned from the overlay (subject, record).
     Presence(String, dots_proxy::RemotePresence),
+    /// A connection closed (reported for WebSocket connections, whose
+    /// bindings end with them).
+    FlowClosed(Peer),
 }
 
 /// Live stream connections, by flow id and by (transport, remote address).
@@ -65,7 +69,7 @@ impl Connections {
         self.by_flow.is_empty()
     }
 
-    fn register(
+    pub(crate) fn register(
         &mut self,
         transport: TransportKind,
         addr: SocketAddr,
@@ -82,7 +86,7 @@ impl Connections {
         peer
     }
 
-    fn unregister(&mut self, peer: Peer) {
+    pub(crate) fn unregister(&mut self, peer: Peer) {
         if let Some(flow) = peer.flow {
             self.by_flow.remove(&flow);
             if self.by_addr.get(&(peer.transport, peer.addr)) == Some(&flow) {
@@ -102,7 +106,9 @@ impl Connections {
     }
 }
 
-/// Receives datagrams, parses them off the engine thread, and passes them on.
+/// Receives datagrams, parses them off the engine thread, and passes them
+/// on. STUN Binding requests on the SIP port (the UDP keep-alive of RFC
+/// 5626 §4.4.2) are answered here.
 pub async fn udp_receive_loop(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -117,6 +123,12 @@ pub async fn udp_receive_loop(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbo
         let data = &buf[..n];
         if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
             continue; // keep-alive
+        }
+        if dots_stun::looks_like_stun(data) {
+            if let Some(reply) = dots_stun::answer(data, from) {
+                let _ = socket.try_send_to(&reply, from);
+            }
+            continue;
         }
         let msg = parse_datagram(data);
         if inbound

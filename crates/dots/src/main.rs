@@ -85,9 +85,21 @@ struct NodeArgs {
     /// names one).
     #[arg(long, value_name = "ADDR")]
     sip_tls: Option<SocketAddr>,
-    /// HTTP listen address for /healthz and /metrics [default: 127.0.0.1:8080].
+    /// HTTP listen address: /healthz, /metrics, the API, and SIP over
+    /// WebSocket at ws://ADDR/sip [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// HTTPS listen address: the same service over TLS, with SIP over
+    /// secure WebSocket at wss://ADDR/sip (off unless given; the
+    /// certificate of --sip-tls, generated in the data directory unless the
+    /// config names one).
+    #[arg(long, value_name = "ADDR")]
+    https: Option<SocketAddr>,
+    /// STUN server (RFC 8489 Binding requests) UDP listen address, e.g.
+    /// 127.0.0.1:3478 (off unless given); GET /api/v1/webrtc names it to
+    /// WebRTC clients.
+    #[arg(long, value_name = "ADDR")]
+    stun: Option<SocketAddr>,
     /// A domain this node serves, besides its listen address (repeatable):
     /// REGISTER for alice@DOMAIN is then local.
     #[arg(long = "domain", value_name = "NAME")]
@@ -233,6 +245,12 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(a) = args.http {
         config.http.listen = a;
+    }
+    if let Some(a) = args.https {
+        config.http.tls_listen = Some(a);
+    }
+    if let Some(a) = args.stun {
+        config.stun.listen = Some(a);
     }
     config.sip.domains.extend(args.domains);
     if let Some(a) = args.advertise {

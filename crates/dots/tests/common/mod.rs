@@ -233,6 +233,11 @@ pub struct NodeConfig {
     pub digest_algorithms: Option<String>,
     /// `--sip-tls` on a port of its own (self-signed certificate).
     pub tls: bool,
+    /// `--https` on a port of its own (HTTPS and SIP over secure WebSocket,
+    /// self-signed certificate).
+    pub https: bool,
+    /// `--stun` on a UDP port of its own.
+    pub stun: bool,
     /// `--p2p /ip4/127.0.0.1/tcp/<p2p_port>`: join the overlay.
     pub p2p: bool,
     /// `--bootstrap` multiaddrs (with `/p2p/<peer id>`), when `p2p` is set.
@@ -286,6 +291,10 @@ pub struct Node {
     pub http_port: u16,
     /// TLS listener port when `config.tls` is set.
     pub tls_port: u16,
+    /// HTTPS port when `config.https` is set.
+    pub https_port: u16,
+    /// STUN (UDP) port when `config.stun` is set.
+    pub stun_port: u16,
     /// Overlay (libp2p TCP) port when `config.p2p` is set.
     pub p2p_port: u16,
     pub data_dir: PathBuf,
@@ -336,6 +345,8 @@ impl Node {
             sip_port: free_port(),
             http_port: free_port(),
             tls_port: free_port(),
+            https_port: free_port(),
+            stun_port: free_port(),
             p2p_port: free_port(),
             data_dir,
             log_path,
@@ -378,6 +389,14 @@ impl Node {
         if self.config.tls {
             cmd.arg("--sip-tls")
                 .arg(format!("{LOCALHOST}:{}", self.tls_port));
+        }
+        if self.config.https {
+            cmd.arg("--https")
+                .arg(format!("{LOCALHOST}:{}", self.https_port));
+        }
+        if self.config.stun {
+            cmd.arg("--stun")
+                .arg(format!("{LOCALHOST}:{}", self.stun_port));
         }
         for d in &self.config.domains {
             cmd.arg("--domain").arg(d);
