@@ -326,7 +326,7 @@ pub fn render(s: &Snapshot) -> String {
     metric(
         "dots_transport_connections",
         "gauge",
-        "Open TCP/TLS connections.",
+        "Open TCP, TLS and WebSocket connections.",
         one(s.connections as u64),
     );
     out
