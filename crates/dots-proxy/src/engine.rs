@@ -80,7 +80,6 @@ pub struct Engine {
     accounts: HashMap<String, Credentials>,
     /// Device accounts' owners, by user name.
     pub(crate) owners: HashMap<String, AccountOwner>,
-    known_aors: HashSet<String>,
     calls: HashMap<TxnId, ProxyCall>,
     branch_of: HashMap<TxnId, TxnId>,
     timer_c: BinaryHeap<Reverse<(Millis, TxnId)>>,
@@ -130,7 +129,6 @@ impl Engine {
             accounts: HashMap::new(),
             owners: HashMap::new(),
             login_grants: HashMap::new(),
-            known_aors: HashSet::new(),
             calls: HashMap::new(),
             branch_of: HashMap::new(),
             timer_c: BinaryHeap::new(),
@@ -167,7 +165,6 @@ impl Engine {
     /// WebSocket client cannot be reached any other way.
     pub fn restore_bindings(&mut self, bindings: Vec<Binding>) {
         for b in bindings {
-            self.known_aors.insert(b.aor.clone());
             let websocket = b.source.is_some_and(|s| s.transport.is_websocket());
             let (aor, contact_uri) = (b.aor.clone(), b.contact_uri.clone());
             self.registrar.location.restore(b);
@@ -555,7 +552,7 @@ impl Engine {
         if resp.is_success() {
             self.stats.registrations += 1;
             self.note_presence(&aor, now);
-            self.known_aors.insert(aor);
+            self.registrar.location.remember(&aor);
         }
         self.send_local(now, id, &mut resp);
     }
@@ -816,7 +813,7 @@ impl Engine {
     /// A user this node knows: an account, or an address of record that
     /// registered here.
     pub(crate) fn is_known_aor(&self, aor: &str) -> bool {
-        if self.known_aors.contains(aor) {
+        if self.registrar.location.is_known(aor) {
             return true;
         }
         let user = aor
@@ -829,7 +826,11 @@ impl Engine {
     /// Announces every local address of record that has a live binding
     /// (after restoring persisted bindings, or to re-publish).
     pub fn announce_online(&mut self, now: Millis) {
-        let aors: Vec<String> = self.known_aors.iter().cloned().collect();
+        if !self.overlay.enabled {
+            return;
+        }
+        let aors: Vec<std::sync::Arc<str>> =
+            self.registrar.location.known_aors().cloned().collect();
         for aor in aors {
             self.note_presence(&aor, now);
         }

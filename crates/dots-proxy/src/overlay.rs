@@ -7,6 +7,7 @@
 //! shell signs and publishes the records.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use dots_registrar::Millis;
 use dots_sip::{Method, Peer, Request, Scheme, Uri};
@@ -92,7 +93,9 @@ pub(crate) struct OverlayState {
     pub(crate) pending: HashMap<u64, PendingRoute>,
     lookups: VecDeque<LookupRequest>,
     changes: Vec<PresenceChange>,
-    online: HashSet<String>,
+    /// Local AORs with a live binding; the text is the location's own key
+    /// (no second copy per AOR).
+    online: HashSet<Arc<str>>,
     next_token: u64,
 }
 
@@ -177,7 +180,7 @@ impl Engine {
     /// Local addresses of record with at least one binding (to re-publish
     /// before their records expire).
     pub fn online_aors(&self) -> Vec<String> {
-        self.overlay.online.iter().cloned().collect()
+        self.overlay.online.iter().map(|a| a.to_string()).collect()
     }
 
     /// Records whether `aor` is online now and queues a change if that flipped.
@@ -187,9 +190,15 @@ impl Engine {
         }
         let online = !self.lookup(aor, now).is_empty();
         let grant = self.presence_grant(aor);
+        let key = online.then(|| {
+            self.registrar
+                .location
+                .aor_key(aor)
+                .unwrap_or_else(|| Arc::from(aor))
+        });
         let o = &mut self.overlay;
-        let changed = if online {
-            o.online.insert(aor.to_string())
+        let changed = if let Some(key) = key {
+            o.online.insert(key)
         } else {
             o.online.remove(aor)
         };

@@ -1,20 +1,32 @@
 //! The location service (Kamailio's usrloc): address-of-record -> bindings,
 //! with an expiry index and a change log.
+//!
+//! Memory per binding is what limits how many registrations a node holds
+//! (the goal is under 1 KiB per contact), so the layout is deliberate:
+//!
+//! - each AOR's text is allocated once, as the `Arc<str>` key of the map,
+//!   and shared with the expiry index (and with the engine's presence set);
+//! - an AOR's bindings are a vector sized exactly to its contacts (a plain
+//!   `push` would reserve room for four);
+//! - the expiry index holds `(expires_at, aor)` with a count, not the
+//!   contact URI text again;
+//! - the parsed contact URI is not kept: a REGISTER parses the few URIs of
+//!   its own AOR when it matches contacts.
+//!
+//! An AOR whose last binding goes away keeps its key (with no bindings,
+//! which costs no allocation besides the key): the node still knows the
+//! user registered here ([`Location::is_known`]), to answer 480 rather than
+//! 404.
 
-use std::collections::{BTreeSet, HashMap};
-
-use dots_sip::Uri;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::{Binding, Change, Millis};
 
-/// A binding with what the location service needs to match and order it.
+/// A binding with what the location service needs to order it.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) binding: Binding,
-    /// Parsed `contact_uri`, for RFC 3261 §10.3 URI matching without
-    /// re-parsing on every REGISTER. `None` if a restored binding has a URI we
-    /// cannot parse; such a binding matches nothing but still routes.
-    pub(crate) uri: Option<Uri>,
     /// When it was last written by a REGISTER: the tie-break between equal
     /// q-values ("most recent first"). 0 for restored bindings.
     pub(crate) updated: Millis,
@@ -28,12 +40,16 @@ pub(crate) struct Entry {
 /// without recording anything.
 #[derive(Debug, Default)]
 pub struct Location {
-    aors: HashMap<String, Vec<Entry>>,
-    /// `(expires_at, aor, contact_uri)` of every binding, so that expiry and
-    /// `next_expiry` do not scan all bindings.
-    expiry: BTreeSet<(Millis, String, String)>,
+    /// Every AOR that ever had a binding here; those without bindings now
+    /// have an empty vector.
+    aors: HashMap<Arc<str>, Vec<Entry>>,
+    /// `(expires_at, aor)` -> number of the AOR's bindings expiring then, so
+    /// that expiry and `next_expiry` do not scan all bindings.
+    expiry: BTreeMap<(Millis, Arc<str>), u32>,
     changes: Vec<Change>,
     contacts: usize,
+    /// AORs with at least one binding.
+    bound_aors: usize,
 }
 
 impl Location {
@@ -90,12 +106,26 @@ impl Location {
     /// [`Location::drain_changes`]).
     pub fn expire(&mut self, now: Millis) -> Vec<Change> {
         let mut out = Vec::new();
-        while let Some((at, aor, contact_uri)) = self.expiry.first().cloned() {
-            if at > now {
+        while let Some(((at, aor), _)) = self.expiry.first_key_value() {
+            if *at > now {
                 break;
             }
-            self.remove_entry(&aor, &contact_uri);
-            out.push(Change::Remove { aor, contact_uri });
+            let aor = aor.clone();
+            // Every binding of this AOR that is dead at `now` goes, which
+            // includes all those counted under this key.
+            let dead: Vec<String> = self
+                .entries(&aor)
+                .iter()
+                .filter(|e| !e.binding.is_live(now))
+                .map(|e| e.binding.contact_uri.clone())
+                .collect();
+            for contact_uri in dead {
+                self.remove_entry(&aor, &contact_uri);
+                out.push(Change::Remove {
+                    aor: aor.to_string(),
+                    contact_uri,
+                });
+            }
         }
         self.changes.extend(out.iter().cloned());
         out
@@ -104,14 +134,12 @@ impl Location {
     /// Removes the expired bindings of one AOR (recording the changes), so
     /// that a REGISTER only ever sees live bindings.
     pub(crate) fn expire_aor(&mut self, aor: &str, now: Millis) {
-        let dead: Vec<String> = match self.aors.get(aor) {
-            Some(entries) => entries
-                .iter()
-                .filter(|e| !e.binding.is_live(now))
-                .map(|e| e.binding.contact_uri.clone())
-                .collect(),
-            None => return,
-        };
+        let dead: Vec<String> = self
+            .entries(aor)
+            .iter()
+            .filter(|e| !e.binding.is_live(now))
+            .map(|e| e.binding.contact_uri.clone())
+            .collect();
         for contact_uri in dead {
             self.remove(aor, &contact_uri);
         }
@@ -119,7 +147,7 @@ impl Location {
 
     /// Earliest expiry among all bindings: when to call [`Location::expire`] next.
     pub fn next_expiry(&self) -> Option<Millis> {
-        self.expiry.first().map(|(at, _, _)| *at)
+        self.expiry.first_key_value().map(|((at, _), _)| *at)
     }
 
     /// Changes since the last call, oldest first.
@@ -127,12 +155,38 @@ impl Location {
         std::mem::take(&mut self.changes)
     }
 
+    /// AORs with at least one binding.
     pub fn aor_count(&self) -> usize {
-        self.aors.len()
+        self.bound_aors
     }
 
     pub fn contact_count(&self) -> usize {
         self.contacts
+    }
+
+    /// Whether `aor` has, or once had, a binding here (restored bindings
+    /// count, expired or not).
+    pub fn is_known(&self, aor: &str) -> bool {
+        self.aors.contains_key(aor)
+    }
+
+    /// Makes `aor` known without a binding (a REGISTER that only queried
+    /// or removed bindings still tells that the user registers here).
+    pub fn remember(&mut self, aor: &str) {
+        if !self.aors.contains_key(aor) {
+            self.aors.insert(Arc::from(aor), Vec::new());
+        }
+    }
+
+    /// Every AOR that [`Location::is_known`], in no particular order.
+    pub fn known_aors(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.aors.keys()
+    }
+
+    /// The shared text of a known AOR, for callers that keep AORs in sets
+    /// of their own without another copy.
+    pub fn aor_key(&self, aor: &str) -> Option<Arc<str>> {
+        self.aors.get_key_value(aor).map(|(k, _)| k.clone())
     }
 
     /// Every binding, live or not yet expired by [`Location::expire`], in no
@@ -147,37 +201,46 @@ impl Location {
 
     fn insert_entry(&mut self, binding: Binding, updated: Millis) {
         self.remove_entry(&binding.aor, &binding.contact_uri);
-        self.expiry.insert((
-            binding.expires_at,
-            binding.aor.clone(),
-            binding.contact_uri.clone(),
-        ));
-        let uri = Uri::parse(&binding.contact_uri).ok();
-        self.aors
-            .entry(binding.aor.clone())
-            .or_default()
-            .push(Entry {
-                binding,
-                uri,
-                updated,
-            });
+        let key = match self.aors.get_key_value(binding.aor.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(binding.aor.as_str());
+                self.aors.insert(k.clone(), Vec::new());
+                k
+            }
+        };
+        *self
+            .expiry
+            .entry((binding.expires_at, key.clone()))
+            .or_insert(0) += 1;
+        let entries = self.aors.get_mut(&key).expect("inserted above");
+        if entries.is_empty() {
+            self.bound_aors += 1;
+        }
+        entries.reserve_exact(1);
+        entries.push(Entry { binding, updated });
         self.contacts += 1;
     }
 
     fn remove_entry(&mut self, aor: &str, contact_uri: &str) -> Option<Binding> {
-        let entries = self.aors.get_mut(aor)?;
+        let (key, entries) = self.aors.get_key_value(aor)?;
         let pos = entries
             .iter()
             .position(|e| e.binding.contact_uri == contact_uri)?;
+        let key = key.clone();
+        let entries = self.aors.get_mut(aor).expect("found above");
         let entry = entries.remove(pos);
+        entries.shrink_to_fit();
         if entries.is_empty() {
-            self.aors.remove(aor);
+            self.bound_aors -= 1;
         }
-        self.expiry.remove(&(
-            entry.binding.expires_at,
-            entry.binding.aor.clone(),
-            entry.binding.contact_uri.clone(),
-        ));
+        let slot = (entry.binding.expires_at, key);
+        if let Some(n) = self.expiry.get_mut(&slot) {
+            *n -= 1;
+            if *n == 0 {
+                self.expiry.remove(&slot);
+            }
+        }
         self.contacts -= 1;
         Some(entry.binding)
     }

@@ -177,12 +177,17 @@ impl Registrar {
                 reg_id: c.reg_id,
             };
             // Work on a copy of the AOR's bindings so that the limit check sees
-            // the outcome before anything is applied.
+            // the outcome before anything is applied. The location does not
+            // keep parsed URIs (memory per binding): parse them here. A
+            // restored URI that does not parse matches nothing.
             let mut work: Vec<(Binding, Option<Uri>)> = self
                 .location
                 .entries(aor)
                 .iter()
-                .map(|e| (e.binding.clone(), e.uri.clone()))
+                .map(|e| {
+                    let uri = Uri::parse(&e.binding.contact_uri).ok();
+                    (e.binding.clone(), uri)
+                })
                 .collect();
             let before = work.len();
             let mut ops = Vec::new();
