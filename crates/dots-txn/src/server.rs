@@ -120,8 +120,12 @@ pub(crate) struct ServerTxn {
     key: ServerKey,
     source: Peer,
     /// The request, for [`TransactionLayer::server_request`]; a non-INVITE
-    /// one is dropped once answered, since nothing needs it any more.
-    request: Option<Request>,
+    /// one is dropped once answered, since nothing needs it any more. Boxed:
+    /// answered non-INVITE transactions wait for Timer J (32 s over UDP), so
+    /// at 4,000 REGISTER/s about 128,000 of them are alive, and an inline
+    /// `Request` would make every slot of the transaction table several
+    /// hundred bytes larger.
+    request: Option<Box<Request>>,
     /// The last response sent, re-sent on request retransmissions (and by
     /// Timer G).
     last: Option<Vec<u8>>,
@@ -149,7 +153,7 @@ impl TransactionLayer {
     /// The original request of a server transaction (the proxy needs the INVITE when a CANCEL arrives).
     /// An INVITE stays available for the whole transaction; a non-INVITE request until its final response.
     pub fn server_request(&self, id: TxnId) -> Option<&Request> {
-        self.servers.get(&id)?.request.as_ref()
+        self.servers.get(&id)?.request.as_deref()
     }
 
     fn find_server(&self, lookup: &Lookup<'_>, method: &Method) -> Option<TxnId> {
@@ -235,7 +239,7 @@ impl TransactionLayer {
                 method: request.method.clone(),
                 key,
                 source,
-                request: Some(request.clone()),
+                request: Some(Box::new(request.clone())),
                 last: None,
                 interval: self.config.first_interval(),
                 deadlines: Deadlines::new(),
