@@ -465,3 +465,27 @@ fn a_forged_flow_token_does_not_route() {
         .iter()
         .any(|(p, m)| *p == udp(5070) && matches!(m, Message::Response(r) if r.code >= 400)));
 }
+
+#[test]
+fn closing_the_last_connection_of_a_user_publishes_offline() {
+    let mut net = Net::new();
+    net.engine.enable_overlay(b"ws-test-node".to_vec());
+    let (one, two) = (ws(50_020, 21), ws(50_021, 22));
+    net.send(one, &ws_register("wanda", "p1.invalid", 600, 1));
+    net.send(two, &ws_register("wanda", "p2.invalid", 600, 2));
+    let online = net.engine.drain_presence_changes();
+    assert!(
+        online
+            .iter()
+            .any(|c| c.aor == "sip:wanda@127.0.0.1" && c.online),
+        "{online:?}"
+    );
+    // One connection of two: still online, nothing to publish.
+    net.engine.flow_closed(net.now, one);
+    assert!(net.engine.drain_presence_changes().is_empty());
+    net.engine.flow_closed(net.now, two);
+    let offline = net.engine.drain_presence_changes();
+    assert_eq!(offline.len(), 1, "{offline:?}");
+    assert_eq!(offline[0].aor, "sip:wanda@127.0.0.1");
+    assert!(!offline[0].online);
+}
