@@ -24,6 +24,8 @@ use axum::serve::ListenerExt;
 
 /// How long shutdown waits for in-flight transactions.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// Bindings handed to the engine at a time while restoring at start-up.
+const RESTORE_CHUNK: usize = 4096;
 
 /// The node's clock: wall-clock milliseconds at start plus monotonic time
 /// since, so engine time never jumps backwards.
@@ -230,14 +232,23 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     };
 
     let clock = Clock::new();
-    let bindings = store
-        .load_all()
+    // Streamed from the store in chunks: a million bindings never sit in
+    // memory twice.
+    let (loaded_at, mut live) = (clock.now(), 0usize);
+    let mut chunk = Vec::with_capacity(RESTORE_CHUNK);
+    store
+        .for_each(|b| {
+            live += usize::from(b.expires_at > loaded_at);
+            chunk.push(b);
+            if chunk.len() == RESTORE_CHUNK {
+                engine.restore_bindings(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(RESTORE_CHUNK),
+                ));
+            }
+        })
         .context("cannot load registrations from the store")?;
-    let live = bindings
-        .iter()
-        .filter(|b| b.expires_at > clock.now())
-        .count();
-    engine.restore_bindings(bindings);
+    engine.restore_bindings(chunk);
     engine.announce_online(clock.now());
     let account_tables = provider::engine_tables(
         &accounts.load().context("cannot read accounts")?,

@@ -93,7 +93,25 @@ from_redb!(
 /// Opens (creating if needed) a redb file, mapping "held by another
 /// process" to [`StoreError::Locked`].
 fn open_db(path: &std::path::Path) -> Result<redb::Database, StoreError> {
-    match redb::Database::create(path) {
+    open_db_with(path, redb::Builder::new())
+}
+
+/// [`open_db`] with a page cache of `cache_bytes` instead of redb's default
+/// (1 GiB).
+fn open_db_with_cache(
+    path: &std::path::Path,
+    cache_bytes: usize,
+) -> Result<redb::Database, StoreError> {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(cache_bytes);
+    open_db_with(path, builder)
+}
+
+fn open_db_with(
+    path: &std::path::Path,
+    builder: redb::Builder,
+) -> Result<redb::Database, StoreError> {
+    match builder.create(path) {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked),
         Err(e) => Err(StoreError::Db(format!("{}: {e}", path.display()))),
