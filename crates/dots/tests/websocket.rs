@@ -350,6 +350,15 @@ fn contacts_metric(node: &Node) -> Option<u64> {
 
 #[test]
 fn sipp_caller_over_udp_reaches_the_websocket_client_over_its_connection() {
+    sipp_caller_reaches_the_websocket_client(Transport::Udp);
+}
+
+#[test]
+fn sipp_caller_over_tcp_reaches_the_websocket_client_over_its_connection() {
+    sipp_caller_reaches_the_websocket_client(Transport::Tcp);
+}
+
+fn sipp_caller_reaches_the_websocket_client(t: Transport) {
     let node = Node::start(NodeConfig::open());
     let mut wanda = WsClient::connect(&node, false);
     let ok = wanda.register("wanda", None);
@@ -363,6 +372,7 @@ fn sipp_caller_over_udp_reaches_the_websocket_client_over_its_connection() {
 
     let uac = Sipp::new("carl-to-wanda", "uac_call.xml")
         .remote(&node.sip_addr())
+        .transport(t)
         .key("caller", "carl")
         .key("callee", "wanda")
         .spawn();
@@ -384,10 +394,11 @@ fn sipp_caller_over_udp_reaches_the_websocket_client_over_its_connection() {
         rr[0].contains(&format!(":{};transport=ws;lr", node.http_port)),
         "{rr:?}"
     );
-    assert!(
-        rr[1].contains(&format!("{LOCALHOST}:{};lr", node.sip_port)),
-        "{rr:?}"
-    );
+    let caller_side = match t {
+        Transport::Udp => format!("{LOCALHOST}:{};lr>", node.sip_port),
+        Transport::Tcp => format!("{LOCALHOST}:{};transport=tcp;lr>", node.sip_port),
+    };
+    assert!(rr[1].ends_with(&caller_side), "{rr:?}");
 
     wanda.respond(&invite, 180, "Ringing", "w1", None);
     wanda.respond(&invite, 200, "OK", "w1", Some(SDP));
