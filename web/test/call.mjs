@@ -14,7 +14,8 @@
 //   - a page whose node's WebSocket cannot be reached says so.
 //
 //   node test/call.mjs '{"alice": {"url": "http://127.0.0.1:P1/", "aor": "alice@127.0.0.1",
-//     "password": "…"}, "bob": {…}, "offline": "carol@127.0.0.1", "screenshot": "out.png"}'
+//     "password": "…"}, "bob": {…}, "offline": "carol@127.0.0.1", "screenshot": "out.png",
+//     "ignore_https_errors": true}'
 //
 // Run it where only loopback exists (crates/dots/tests/browser.rs runs it,
 // the nodes and so the browser in a network namespace of their own), so that
@@ -62,6 +63,8 @@ async function openPage(name, url) {
   const context = await browser.newContext({
     viewport: { width: 760, height: 800 },
     permissions: ['microphone'],
+    // A node's own self-signed certificate (its --https listener).
+    ignoreHTTPSErrors: !!args.ignore_https_errors,
   });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
@@ -176,9 +179,16 @@ async function main() {
   await waitState(a, '#reg-state', 'registered');
   await waitState(b, '#reg-state', 'registered');
   need(await a.isHidden('#error'), 'alice: an error is still shown after logging in');
+  result.alice_node = await text(a, '#node-info');
+  result.bob_node = await text(b, '#node-info');
   result.alice_reg = await text(a, '#reg-state');
   result.bob_reg = await text(b, '#reg-state');
-  step('registered', { alice: result.alice_reg, bob: result.bob_reg });
+  step('registered', {
+    alice: result.alice_reg,
+    bob: result.bob_reg,
+    alice_node: result.alice_node,
+    bob_node: result.bob_node,
+  });
 
   // A user who is not registered anywhere: 480, shown.
   if (args.offline) {
@@ -302,7 +312,7 @@ async function main() {
 
   // A node whose WebSocket cannot be reached: the page says so.
   const port = await closedPort();
-  const context = await browser.newContext();
+  const context = await browser.newContext({ ignoreHTTPSErrors: !!args.ignore_https_errors });
   await context.route('**/api/v1/webrtc', (route) =>
     route.fulfill({
       contentType: 'application/json',
@@ -312,7 +322,7 @@ async function main() {
   const c = await context.newPage();
   c.setDefaultTimeout(TIMEOUT);
   c.who = 'unreachable';
-  await c.goto(alice.url);
+  await c.goto(bob.url);
   await c.waitForSelector('body[data-ready="true"]');
   await login(c, alice.aor, alice.password);
   result.unreachable_error = await waitError(c, 'WebSocket');
