@@ -71,11 +71,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
 
     // Sockets first, so a port conflict fails before anything else happens.
     let sip_addr = config.sip.listen;
-    let udp = Arc::new(
-        UdpSocket::bind(sip_addr)
-            .await
-            .with_context(|| format!("cannot bind SIP UDP socket on {sip_addr}"))?,
-    );
+    let (udp, udp_buffer) = transport::bind_udp(sip_addr)
+        .with_context(|| format!("cannot bind SIP UDP socket on {sip_addr}"))?;
+    let udp = Arc::new(udp);
+    tracing::debug!(bytes = udp_buffer, "SIP UDP receive buffer");
     let tcp = TcpListener::bind(sip_addr)
         .await
         .with_context(|| format!("cannot bind SIP TCP socket on {sip_addr}"))?;
@@ -368,10 +367,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     };
     let connections: SharedConnections = Arc::new(Mutex::new(Connections::default()));
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(transport::udp_receive_loop(
-        udp.clone(),
-        inbound_tx.clone(),
-    )));
+    for _ in 0..transport::UDP_RECEIVE_TASKS {
+        tasks.push(tokio::spawn(transport::udp_receive_loop(
+            udp.clone(),
+            inbound_tx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(transport::accept_loop(
         tcp,
         None,

@@ -106,6 +106,27 @@ impl Connections {
     }
 }
 
+/// Receive buffer asked for on the SIP UDP socket. A burst of datagrams that
+/// arrives while the receive tasks are busy waits here instead of being dropped by
+/// the kernel (Linux's default is 208 KiB; it grants up to `net.core.rmem_max`).
+pub const UDP_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+/// Tasks receiving and parsing datagrams from the SIP UDP socket in parallel.
+pub const UDP_RECEIVE_TASKS: usize = 2;
+
+/// Binds the SIP UDP socket with a large receive buffer; returns it and the
+/// receive buffer size the kernel granted.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<(UdpSocket, usize)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP receive buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    Ok((UdpSocket::from_std(socket.into())?, granted))
+}
+
 /// Receives datagrams, parses them off the engine thread, and passes them
 /// on. STUN Binding requests on the SIP port (the UDP keep-alive of RFC
 /// 5626 §4.4.2) are answered here.
