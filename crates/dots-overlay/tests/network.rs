@@ -172,7 +172,9 @@ async fn publish_gossip_and_fresh_lookup() {
         assert_eq!(m.lookups, 3);
         assert_eq!(m.lookups_found, 2);
         assert_eq!(m.lookup_latency_ms.iter().sum::<u64>(), 3);
-        assert_eq!(m.refused_total(), 0, "{m:?}");
+        // Nothing refused but, possibly, the older record arriving late by its DHT
+        // put after the newer one came by gossip (refused as stale, as it should be).
+        assert_eq!(m.refused_total() - m.refused("stale"), 0, "{m:?}");
         assert_eq!(nodes[0].overlay.metrics().await.published, 2);
         assert!(m
             .prometheus("dots_overlay")
