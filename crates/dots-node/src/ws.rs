@@ -152,7 +152,7 @@ async fn serve(
     addr: SocketAddr,
     sip: SipWebSocket,
 ) {
-    let (tx, mut outgoing) = mpsc::channel::<Vec<u8>>(256);
+    let (tx, mut outgoing) = mpsc::channel::<Vec<u8>>(crate::transport::STREAM_QUEUE);
     let peer = sip
         .connections
         .lock()
