@@ -80,6 +80,9 @@ pub struct Engine {
     accounts: HashMap<String, Credentials>,
     /// Device accounts' owners, by user name.
     pub(crate) owners: HashMap<String, AccountOwner>,
+    /// The longest-lasting delegation of each DID among `owners`: looked up on
+    /// every registration change and re-publication, so not a scan of `owners`.
+    pub(crate) delegations: HashMap<String, dots_records::Grant>,
     calls: HashMap<TxnId, ProxyCall>,
     branch_of: HashMap<TxnId, TxnId>,
     timer_c: BinaryHeap<Reverse<(Millis, TxnId)>>,
@@ -128,6 +131,7 @@ impl Engine {
             canonical_domain,
             accounts: HashMap::new(),
             owners: HashMap::new(),
+            delegations: HashMap::new(),
             login_grants: HashMap::new(),
             calls: HashMap::new(),
             branch_of: HashMap::new(),
@@ -154,6 +158,16 @@ impl Engine {
     /// device account registers under its owner's DID, so that a call to the DID
     /// reaches every device of the user.
     pub fn set_account_owners(&mut self, owners: HashMap<String, AccountOwner>) {
+        self.delegations.clear();
+        for owner in owners.values() {
+            let best = self
+                .delegations
+                .entry(owner.did.clone())
+                .or_insert_with(|| owner.grant.clone());
+            if owner.grant.until > best.until {
+                *best = owner.grant.clone();
+            }
+        }
         self.owners = owners;
     }
 

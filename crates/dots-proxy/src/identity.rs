@@ -65,11 +65,7 @@ impl Engine {
             return None;
         }
         let from_login = self.login_grants.get(aor);
-        let from_device = self
-            .owners
-            .values()
-            .filter(|o| o.did == aor)
-            .map(|o| &o.grant);
+        let from_device = self.delegations.get(aor);
         from_login
             .into_iter()
             .chain(from_device)
