@@ -40,17 +40,6 @@ fn web_dir() -> PathBuf {
     repo_root().join("web")
 }
 
-fn sample(node: &Node, name: &str) -> u64 {
-    node.metrics()
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .next()
-        .unwrap_or(0)
-}
-
 /// Runs this very test again in a new network namespace (only `lo`, up);
 /// None when no namespace can be made here (not root).
 fn rerun_in_netns(test: &str) -> Option<std::process::ExitStatus> {
@@ -187,8 +176,8 @@ fn softphone_pages_on_two_nodes_call_and_message_each_other() {
             .p2p(&boot)
     });
     assert!(
-        wait_until(WAIT, || sample(&node1, "dots_overlay_peers_connected") >= 1
-            && sample(&node2, "dots_overlay_peers_connected") >= 1),
+        wait_until(WAIT, || node1.metric("dots_overlay_peers_connected") >= 1
+            && node2.metric("dots_overlay_peers_connected") >= 1),
         "the two nodes did not connect"
     );
 
@@ -309,7 +298,7 @@ fn softphone_pages_on_two_nodes_call_and_message_each_other() {
     // The call crossed both nodes.
     for node in [&node1, &node2] {
         assert!(
-            sample(node, "dots_sip_requests_received_total{method=\"INVITE\"}") >= 1,
+            node.metric("dots_sip_requests_received_total{method=\"INVITE\"}") >= 1,
             "a node saw no INVITE"
         );
     }

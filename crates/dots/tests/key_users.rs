@@ -17,18 +17,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn sample(node: &Node, name: &str) -> u64 {
-    node.metrics()
-        .and_then(|m| {
-            m.lines()
-                .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .filter_map(|v| v.trim().parse::<f64>().ok())
-                .next()
-        })
-        .map(|v| v as u64)
-        .unwrap_or(0)
-}
-
 fn new_wallet(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(format!("{name}.wallet"));
     let (ok, out, err) = run_dots_id(&["new", "--wallet", path.to_str().unwrap(), "--name", name]);
@@ -143,8 +131,8 @@ fn a_key_user_and_a_device_password_phone_call_and_message_each_other_across_nod
         .collect();
     let node2 = Node::start(NodeConfig::with_auth().md5_only().p2p(&boot));
     assert!(
-        wait_until(WAIT, || sample(&node1, "dots_overlay_peers_connected") >= 1
-            && sample(&node2, "dots_overlay_peers_connected") >= 1),
+        wait_until(WAIT, || node1.metric("dots_overlay_peers_connected") >= 1
+            && node2.metric("dots_overlay_peers_connected") >= 1),
         "the two nodes did not connect"
     );
 
@@ -183,8 +171,8 @@ fn a_key_user_and_a_device_password_phone_call_and_message_each_other_across_nod
     bob.wait_registered(WAIT);
     // Both users' records (and bob's aliases) are in both nodes' stores.
     assert!(
-        wait_until(WAIT, || sample(&node1, "dots_overlay_records_stored") >= 2
-            && sample(&node2, "dots_overlay_records_stored") >= 2),
+        wait_until(WAIT, || node1.metric("dots_overlay_records_stored") >= 2
+            && node2.metric("dots_overlay_records_stored") >= 2),
         "presence records did not reach both nodes"
     );
 
@@ -233,6 +221,6 @@ fn a_key_user_and_a_device_password_phone_call_and_message_each_other_across_nod
 
     // Both nodes took part: node 2 forwarded to node 1 and back.
     for node in [&node1, &node2] {
-        assert!(sample(node, "dots_sip_requests_received_total{method=\"INVITE\"}") >= 2);
+        assert!(node.metric("dots_sip_requests_received_total{method=\"INVITE\"}") >= 2);
     }
 }

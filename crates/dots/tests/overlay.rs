@@ -36,37 +36,21 @@ fn aor(user: &str) -> String {
 
 /// A metric sample: the value on the line `NAME VALUE` (NAME with its
 /// labels, if any); 0 when the sample is absent.
-fn sample(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .next()
-        .unwrap_or(0)
-}
-
-fn node_sample(node: &Node, name: &str) -> u64 {
-    node.metrics().map(|m| sample(&m, name)).unwrap_or(0)
-}
-
 fn refused(node: &Node, reason: &str) -> u64 {
-    node_sample(
-        node,
-        &format!("dots_overlay_records_refused_total{{reason=\"{reason}\"}}"),
-    )
+    node.metric(&format!(
+        "dots_overlay_records_refused_total{{reason=\"{reason}\"}}"
+    ))
 }
 
 fn requests_received(node: &Node, method: &str) -> u64 {
-    node_sample(
-        node,
-        &format!("dots_sip_requests_received_total{{method=\"{method}\"}}"),
-    )
+    node.metric(&format!(
+        "dots_sip_requests_received_total{{method=\"{method}\"}}"
+    ))
 }
 
 /// Overlay lookups a node has answered (found or not).
 fn lookups(node: &Node) -> u64 {
-    node_sample(node, "dots_overlay_lookup_duration_ms_count")
+    node.metric("dots_overlay_lookup_duration_ms_count")
 }
 
 /// (peer id, overlay multiaddr with /p2p/) from `GET /api/v1/node`.
@@ -112,11 +96,11 @@ fn start_overlay(n: usize) -> Vec<Node> {
     let ok = wait_until(OVERLAY_WAIT, || {
         nodes
             .iter()
-            .all(|node| node_sample(node, "dots_overlay_peers_connected") >= want)
+            .all(|node| node.metric("dots_overlay_peers_connected") >= want)
     });
     let seen: Vec<u64> = nodes
         .iter()
-        .map(|node| node_sample(node, "dots_overlay_peers_connected"))
+        .map(|node| node.metric("dots_overlay_peers_connected"))
         .collect();
     assert!(
         ok,
@@ -130,11 +114,11 @@ fn wait_records_everywhere(nodes: &[&Node], count: u64) {
     let ok = wait_until(OVERLAY_WAIT, || {
         nodes
             .iter()
-            .all(|node| node_sample(node, "dots_overlay_records_stored") >= count)
+            .all(|node| node.metric("dots_overlay_records_stored") >= count)
     });
     let seen: Vec<u64> = nodes
         .iter()
-        .map(|node| node_sample(node, "dots_overlay_records_stored"))
+        .map(|node| node.metric("dots_overlay_records_stored"))
         .collect();
     assert!(ok, "records did not reach every node: stored {seen:?}");
 }
@@ -216,7 +200,7 @@ fn call_and_message_reach_a_user_registered_at_another_node() {
     let phone_port = phone.port;
     register(home, "alice", &phone);
     assert!(
-        node_sample(home, "dots_overlay_published_total") >= 1,
+        home.metric("dots_overlay_published_total") >= 1,
         "the registration published no presence record"
     );
     wait_records_everywhere(&nodes.iter().collect::<Vec<_>>(), 1);
@@ -265,7 +249,7 @@ fn call_and_message_reach_a_user_registered_at_another_node() {
         }
     }
     // Node 4 found alice without any binding of its own.
-    assert_eq!(node_sample(via, "dots_registrar_contacts"), 0);
+    assert_eq!(via.metric("dots_registrar_contacts"), 0);
 
     // A MESSAGE likewise: alice's messaging client replaces her phone.
     let messenger = callee("alice-messenger", "uas_message.xml", 1);
@@ -1072,7 +1056,7 @@ fn a_rogue_node_cannot_take_over_a_key_users_presence() {
     assert!(
         wait_until(OVERLAY_WAIT, || nodes
             .iter()
-            .all(|n| node_sample(n, "dots_overlay_peers_connected") >= 2)),
+            .all(|n| n.metric("dots_overlay_peers_connected") >= 2)),
         "the three nodes did not connect"
     );
     let all: Vec<&Node> = nodes.iter().collect();

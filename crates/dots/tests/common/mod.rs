@@ -482,6 +482,19 @@ impl Node {
         }
     }
 
+    /// The value of one sample of `/metrics` (`name` with its labels, e.g.
+    /// `dots_sip_requests_received_total{method="INVITE"}`), 0 if absent.
+    pub fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .next()
+            .unwrap_or(0)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
