@@ -23,6 +23,12 @@ macro_rules! outln {
     }};
 }
 
+// The SIP path allocates and frees many small buffers per message, often on
+// different threads (a datagram is parsed on one worker and freed after the
+// engine has run on another), the pattern glibc's allocator handles worst.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agent;
 mod bench;
 mod devnet;
@@ -271,7 +277,14 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(dots_node::run(config, shutdown_signal()))
+    // The node's loop runs as a task on the worker threads rather than on this
+    // thread: a worker that has just received a datagram then runs the engine
+    // itself, instead of waking a parked thread for every burst.
+    runtime.block_on(async {
+        tokio::spawn(dots_node::run(config, shutdown_signal()))
+            .await
+            .context("the node's task stopped")?
+    })
 }
 
 pub(crate) async fn shutdown_signal() {
