@@ -569,7 +569,10 @@ fn handle_inbound(engine: &mut Engine, now: u64, msg: Inbound) {
 }
 
 /// Persists registration changes on a thread of its own, coalescing bursts
-/// into one write transaction.
+/// into one write transaction: at most one every [`STORE_COMMIT_INTERVAL`],
+/// since each is a durable commit (an fsync) and the 200 OK has gone out
+/// before the change is persisted anyway. Folds the journal when the
+/// channel closes, so that the next start has nothing to replay.
 fn spawn_store_writer(
     store: BindingStore,
 ) -> (
@@ -580,18 +583,31 @@ fn spawn_store_writer(
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
+            let mut last_commit = std::time::Instant::now() - STORE_COMMIT_INTERVAL;
             while let Ok(mut batch) = rx.recv() {
+                let due = last_commit + STORE_COMMIT_INTERVAL;
+                let now = std::time::Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
                 while let Ok(more) = rx.try_recv() {
                     batch.extend(more);
                 }
+                last_commit = std::time::Instant::now();
                 if let Err(e) = store.apply(&batch) {
                     tracing::error!(error = %e, changes = batch.len(), "could not persist registrations");
                 }
+            }
+            if let Err(e) = store.compact() {
+                tracing::warn!(error = %e, "could not fold the registration journal at shutdown");
             }
         })
         .expect("spawning the store writer thread");
     (tx, handle)
 }
+
+/// Shortest time between two commits of registration changes.
+const STORE_COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 
 fn rand_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};

@@ -2,18 +2,42 @@
 //!
 //! A record is a compact binary encoding of the rest of the binding (see
 //! [`encode`]); records written by earlier versions as JSON are still read.
+//!
+//! Writes go to a journal first: each batch of changes is one row of the
+//! `bindings_journal` table (one B-tree insert per batch instead of one per
+//! binding, which was the largest single cost of a REGISTER under load).
+//! Once the journal holds [`COMPACT_AFTER`] changes, they are folded into the
+//! `bindings` table in key order, the last change of each binding winning,
+//! and the journal is emptied, in one transaction. Readers see the bindings
+//! table with the journal applied on top, so the two are never out of step,
+//! whatever moment the process dies at.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dots_registrar::{Binding, Change};
 use dots_sip::{Peer, TransportKind};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::Deserialize;
 
 use crate::StoreError;
 
 const BINDINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bindings");
+/// Batches of changes not yet folded into [`BINDINGS`], by sequence number.
+/// A row is a change count (u32, little-endian) and then each change: a tag
+/// ([`UPSERT`] or [`REMOVE`]), the AOR and the contact URI as strings, and for
+/// an upsert the record as a length-prefixed byte string.
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("bindings_journal");
+const UPSERT: u8 = 1;
+const REMOVE: u8 = 2;
+
+/// Journalled changes after which the journal is folded into the bindings
+/// table. Bounds what a restart replays and what the fold holds in memory
+/// (a change is about 100 bytes); large enough that a binding refreshed
+/// every few minutes is written to the B-tree once per fold, not per refresh.
+pub const COMPACT_AFTER: u64 = 200_000;
 
 /// redb's page cache for `node.redb`. redb's default is 1 GiB, which a
 /// million bindings fill (the file is read whole at start-up and the B-tree
@@ -38,7 +62,17 @@ const HAS_REG_ID: u8 = 1 << 5;
 /// which holds the file's lock for its lifetime.
 pub struct BindingStore {
     db: Database,
+    /// Sequence number of the next journal row, and the changes in the
+    /// journal. Only the node's one writer changes them; atomics keep
+    /// `apply` callable through `&self`.
+    next_row: AtomicU64,
+    journalled: AtomicU64,
+    compact_after: u64,
 }
+
+/// The last change per binding in a stretch of journal: `Some(record)` to
+/// store, `None` to remove.
+type Folded = BTreeMap<(String, String), Option<Vec<u8>>>;
 
 /// Encodes a binding without its key (`aor`, `contact_uri`, the table key).
 /// `flow` is not stored because a connection id means nothing after a
@@ -293,11 +327,34 @@ impl BindingStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let db = crate::open_db_with_cache(&data_dir.join("node.redb"), CACHE_BYTES)?;
-        // Create the table up front so that readers never meet a missing table.
+        // Create the tables up front so that readers never meet a missing table.
         let tx = db.begin_write()?;
         tx.open_table(BINDINGS)?;
+        tx.open_table(JOURNAL)?;
         tx.commit()?;
-        Ok(BindingStore { db })
+        let (mut next_row, mut journalled) = (0, 0);
+        {
+            let tx = db.begin_read()?;
+            let journal = tx.open_table(JOURNAL)?;
+            for row in journal.iter()? {
+                let (seq, bytes) = row?;
+                next_row = seq.value() + 1;
+                journalled += u64::from(row_count(bytes.value())?);
+            }
+        }
+        Ok(BindingStore {
+            db,
+            next_row: AtomicU64::new(next_row),
+            journalled: AtomicU64::new(journalled),
+            compact_after: COMPACT_AFTER,
+        })
+    }
+
+    /// Folds the journal after `changes` changes instead of
+    /// [`COMPACT_AFTER`] (tests use small values to fold often).
+    pub fn with_compact_after(mut self, changes: u64) -> Self {
+        self.compact_after = changes.max(1);
+        self
     }
 
     /// Every stored binding, expired or not (the location service expires
@@ -310,55 +367,179 @@ impl BindingStore {
 
     /// Hands every stored binding to `f`, one at a time, without holding
     /// them all in memory at once (what the node does at start-up); returns
-    /// how many there were.
+    /// how many there were. Only the journal, at most [`COMPACT_AFTER`]
+    /// changes, is held while the bindings table streams by.
     pub fn for_each(&self, mut f: impl FnMut(Binding)) -> Result<usize, StoreError> {
         let tx = self.db.begin_read()?;
+        let journal = tx.open_table(JOURNAL)?;
+        let mut pending = Folded::new();
+        for row in journal.iter()? {
+            let (_, bytes) = row?;
+            fold_row(bytes.value(), &mut pending)?;
+        }
         let table = tx.open_table(BINDINGS)?;
         let mut n = 0;
         for row in table.iter()? {
             let (key, value) = row?;
             let (aor, contact_uri) = key.value();
+            // A binding the journal touches is handed over from the journal.
+            if !pending.is_empty()
+                && pending.contains_key(&(aor.to_owned(), contact_uri.to_owned()))
+            {
+                continue;
+            }
             f(decode(aor, contact_uri, value.value())?);
             n += 1;
+        }
+        for ((aor, contact_uri), record) in &pending {
+            if let Some(bytes) = record {
+                f(decode(aor, contact_uri, bytes)?);
+                n += 1;
+            }
         }
         Ok(n)
     }
 
-    /// Applies a batch of changes in one write transaction, durable on return.
+    /// Applies a batch of changes in one write transaction, durable on
+    /// return: one journal row, and the fold of the journal into the
+    /// bindings table when it has grown to [`COMPACT_AFTER`] changes.
     pub fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write()?;
-        {
-            let mut table = tx.open_table(BINDINGS)?;
-            let mut bytes = Vec::with_capacity(128);
-            for change in changes {
-                match change {
-                    Change::Upsert(b) => {
-                        encode(b, &mut bytes);
-                        table.insert((b.aor.as_str(), b.contact_uri.as_str()), bytes.as_slice())?;
-                    }
-                    Change::Remove { aor, contact_uri } => {
-                        table.remove((aor.as_str(), contact_uri.as_str()))?;
-                    }
+        let mut row = Vec::with_capacity(8 + changes.len() * 96);
+        let count = u32::try_from(changes.len())
+            .map_err(|_| StoreError::Corrupt("more than 2^32 changes in one batch".into()))?;
+        row.extend_from_slice(&count.to_le_bytes());
+        let mut record = Vec::with_capacity(128);
+        for change in changes {
+            match change {
+                Change::Upsert(b) => {
+                    row.push(UPSERT);
+                    put_str(&mut row, &b.aor);
+                    put_str(&mut row, &b.contact_uri);
+                    encode(b, &mut record);
+                    put_len(&mut row, record.len());
+                    row.extend_from_slice(&record);
+                }
+                Change::Remove { aor, contact_uri } => {
+                    row.push(REMOVE);
+                    put_str(&mut row, aor);
+                    put_str(&mut row, contact_uri);
                 }
             }
         }
+        let seq = self.next_row.load(Ordering::Relaxed);
+        let journalled = self.journalled.load(Ordering::Relaxed) + u64::from(count);
+        let tx = self.db.begin_write()?;
+        let folded = {
+            let mut journal = tx.open_table(JOURNAL)?;
+            journal.insert(seq, row.as_slice())?;
+            if journalled >= self.compact_after {
+                let mut bindings = tx.open_table(BINDINGS)?;
+                fold_journal(&mut journal, &mut bindings)?;
+                true
+            } else {
+                false
+            }
+        };
         tx.commit()?;
+        self.next_row.store(seq + 1, Ordering::Relaxed);
+        self.journalled
+            .store(if folded { 0 } else { journalled }, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Number of stored bindings.
+    /// Folds the journal into the bindings table now, whatever its size
+    /// (the node does this when it stops, so the next start replays nothing).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        if self.journalled.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut journal = tx.open_table(JOURNAL)?;
+            let mut bindings = tx.open_table(BINDINGS)?;
+            fold_journal(&mut journal, &mut bindings)?;
+        }
+        tx.commit()?;
+        self.journalled.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Number of stored bindings (reads them all: for tests and tools).
     pub fn len(&self) -> Result<usize, StoreError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(BINDINGS)?;
-        Ok(table.len()? as usize)
+        self.for_each(|_| {})
     }
 
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
+}
+
+/// The change count at the head of a journal row.
+fn row_count(row: &[u8]) -> Result<u32, StoreError> {
+    Reader(row)
+        .array()
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| StoreError::Corrupt("binding journal: truncated row".into()))
+}
+
+/// Adds a journal row's changes to `into`, later changes replacing earlier
+/// ones for the same binding. Records are checked when decoded, not here.
+fn fold_row(row: &[u8], into: &mut Folded) -> Result<(), StoreError> {
+    let corrupt = || StoreError::Corrupt("binding journal: truncated row".into());
+    let mut r = Reader(row);
+    let count = u32::from_le_bytes(r.array().ok_or_else(corrupt)?);
+    for _ in 0..count {
+        let tag = r.u8().ok_or_else(corrupt)?;
+        let aor = r.str().ok_or_else(corrupt)?.to_owned();
+        let contact_uri = r.str().ok_or_else(corrupt)?.to_owned();
+        let record = match tag {
+            UPSERT => {
+                let n = r.len().ok_or_else(corrupt)?;
+                Some(r.bytes(n).ok_or_else(corrupt)?.to_vec())
+            }
+            REMOVE => None,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "binding journal: change tag {other}"
+                )))
+            }
+        };
+        into.insert((aor, contact_uri), record);
+    }
+    if !r.0.is_empty() {
+        return Err(StoreError::Corrupt(
+            "binding journal: bytes after the last change".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Moves every journalled change into the bindings table, in key order (the
+/// B-tree's cheapest insertion order), and empties the journal.
+fn fold_journal(
+    journal: &mut redb::Table<u64, &[u8]>,
+    bindings: &mut redb::Table<(&str, &str), &[u8]>,
+) -> Result<(), StoreError> {
+    let mut folded = Folded::new();
+    for row in journal.iter()? {
+        let (_, bytes) = row?;
+        fold_row(bytes.value(), &mut folded)?;
+    }
+    for ((aor, contact_uri), record) in &folded {
+        match record {
+            Some(bytes) => {
+                bindings.insert((aor.as_str(), contact_uri.as_str()), bytes.as_slice())?;
+            }
+            None => {
+                bindings.remove((aor.as_str(), contact_uri.as_str()))?;
+            }
+        }
+    }
+    journal.retain(|_, _| false)?;
+    Ok(())
 }
 
 #[cfg(test)]
