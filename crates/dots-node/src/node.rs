@@ -557,6 +557,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
 fn handle_inbound(engine: &mut Engine, now: u64, msg: Inbound) {
     match msg {
         Inbound::Message(Ok(m), peer) => engine.handle_message(now, m, peer),
+        Inbound::Request(req, reply_to) => engine.handle_stamped_request(now, *req, reply_to),
         Inbound::Message(Err(e), peer) => {
             tracing::debug!(%peer, error = %e, "malformed message");
             engine.handle_parse_error(now, e, peer)

@@ -21,7 +21,11 @@ use tokio::sync::mpsc;
 // allocation per message.
 #[allow(clippy::large_enum_variant)]
 pub enum Inbound {
+    /// A response, or bytes that did not parse, from this peer.
     Message(Result<Message, ParseError>, Peer),
+    /// A request, already stamped with where it came from
+    /// ([`dots_proxy::stamp_received`]), and where its responses go.
+    Request(Box<dots_sip::Request>, Peer),
     /// A connection to this peer could not be opened.
     Unreachable(Peer),
     /// The answer to an engine lookup (token, record found).
@@ -31,6 +35,20 @@ pub enum Inbound {
     /// A connection closed (reported for WebSocket connections, whose
     /// bindings end with them).
     FlowClosed(Peer),
+}
+
+impl Inbound {
+    /// What the engine gets for a message received from `peer`: requests are
+    /// stamped here, on the receiving task, not on the engine's.
+    pub fn received(msg: Result<Message, ParseError>, peer: Peer) -> Inbound {
+        match msg {
+            Ok(Message::Request(mut req)) => {
+                let reply_to = dots_proxy::stamp_received(&mut req, peer);
+                Inbound::Request(Box::new(req), reply_to)
+            }
+            other => Inbound::Message(other, peer),
+        }
+    }
 }
 
 /// Live stream connections, by flow id and by (transport, remote address).
@@ -153,7 +171,7 @@ pub async fn udp_receive_loop(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbo
         }
         let msg = parse_datagram(data);
         if inbound
-            .send(Inbound::Message(msg, Peer::new(TransportKind::Udp, from)))
+            .send(Inbound::received(msg, Peer::new(TransportKind::Udp, from)))
             .await
             .is_err()
         {
@@ -297,7 +315,11 @@ async fn run_stream<S>(
             match parse_stream(&buf) {
                 Ok((msg, used)) => {
                     buf.drain(..used);
-                    if inbound.send(Inbound::Message(Ok(msg), peer)).await.is_err() {
+                    if inbound
+                        .send(Inbound::received(Ok(msg), peer))
+                        .await
+                        .is_err()
+                    {
                         break 'read;
                     }
                 }

@@ -192,7 +192,7 @@ async fn serve(
                 if let Err(e) = &msg {
                     tracing::debug!(%peer, error = %e, "unparsable SIP message over WebSocket");
                 }
-                if sip.inbound.send(Inbound::Message(msg, peer)).await.is_err() {
+                if sip.inbound.send(Inbound::received(msg, peer)).await.is_err() {
                     break;
                 }
             }

@@ -192,12 +192,22 @@ impl Engine {
     pub fn handle_message(&mut self, now: Millis, msg: Message, source: Peer) {
         match msg {
             Message::Request(mut req) => {
-                self.stats.request(req.method.as_str());
-                let reply_to = apply_received(&mut req, source);
-                self.txn.handle_request(now, req, reply_to);
+                let reply_to = stamp_received(&mut req, source);
+                self.handle_stamped_request(now, req, reply_to);
             }
-            Message::Response(resp) => self.txn.handle_response(now, resp, source),
+            Message::Response(resp) => {
+                self.txn.handle_response(now, resp, source);
+                self.process(now);
+            }
         }
+    }
+
+    /// A request that [`stamp_received`] has already been applied to, with
+    /// the peer it returned. The shell stamps requests on the task that
+    /// received them, which takes that work off the engine's thread.
+    pub fn handle_stamped_request(&mut self, now: Millis, req: Request, reply_to: Peer) {
+        self.stats.request(req.method.as_str());
+        self.txn.handle_request(now, req, reply_to);
         self.process(now);
     }
 
@@ -1453,9 +1463,12 @@ fn via_destination(via: &Via) -> Option<Peer> {
     Some(Peer::new(transport, SocketAddr::new(ip, port)))
 }
 
-/// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from
-/// in its top Via, and work out where responses must go.
-fn apply_received(req: &mut Request, source: Peer) -> Peer {
+/// RFC 3261 §18.2.1 and RFC 3581: records where the request really came
+/// from in its top Via (`received`, and `rport` when asked for) and returns
+/// where responses must go. Depends on nothing but its arguments, so the
+/// shell can run it wherever the request was received; see
+/// [`Engine::handle_stamped_request`].
+pub fn stamp_received(req: &mut Request, source: Peer) -> Peer {
     let Some(mut via) = req.top_via() else {
         return source;
     };

@@ -34,7 +34,7 @@ mod overlay;
 mod stats;
 
 pub use config::{EngineConfig, Listener};
-pub use engine::{Engine, ALLOW, SUPPORTED};
+pub use engine::{stamp_received, Engine, ALLOW, SUPPORTED};
 pub use identity::AccountOwner;
 pub use overlay::{LookupRequest, PresenceChange, RemotePresence, ROUTED_HEADER};
 pub use stats::Stats;

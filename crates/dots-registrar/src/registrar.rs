@@ -36,6 +36,9 @@ impl Default for RegistrarConfig {
 pub struct Registrar {
     pub location: Location,
     pub config: RegistrarConfig,
+    /// The last Date header value and the second it is for: every 200 in
+    /// the same second carries the same text, formatted once.
+    date: std::cell::RefCell<(u64, String)>,
 }
 
 /// One Contact of a REGISTER, validated.
@@ -61,6 +64,7 @@ impl Registrar {
         Registrar {
             location: Location::new(),
             config,
+            date: std::cell::RefCell::new((u64::MAX, String::new())),
         }
     }
 
@@ -329,7 +333,11 @@ impl Registrar {
             // RFC 5626 §6: tell the UA its flows are being used.
             resp.headers.push(HeaderName::Require, "outbound");
         }
-        resp.headers.push(HeaderName::Date, http_date(now));
+        let mut date = self.date.borrow_mut();
+        if date.0 != now / 1000 {
+            *date = (now / 1000, http_date(now));
+        }
+        resp.headers.push(HeaderName::Date, date.1.clone());
         resp
     }
 }

@@ -198,13 +198,25 @@ impl Response {
     /// Sets the To tag if the To header has none. The original text is
     /// kept and the tag appended, so formatting we do not model survives.
     pub fn ensure_to_tag(&mut self, tag: &str) {
-        if self.to().is_some_and(|to| to.tag().is_none()) {
-            let raw = self
-                .headers
-                .get(HeaderName::To)
-                .unwrap_or_default()
-                .to_string();
-            self.headers.set(HeaderName::To, format!("{raw};tag={tag}"));
+        let Some(raw) = self.headers.get(HeaderName::To) else {
+            return;
+        };
+        // The header's own parameters follow the URI's closing `>` (or are
+        // all there is after an addr-spec); a `tag` among them settles it
+        // without parsing the URI, which is what every response to a new
+        // request would otherwise pay.
+        let params = raw.rfind('>').map_or(raw, |i| &raw[i + 1..]);
+        let tagged = params.split(';').skip(1).any(|p| {
+            p.split('=')
+                .next()
+                .is_some_and(|name| name.trim().eq_ignore_ascii_case("tag"))
+        });
+        if !tagged {
+            let mut value = String::with_capacity(raw.len() + 5 + tag.len());
+            value.push_str(raw);
+            value.push_str(";tag=");
+            value.push_str(tag);
+            self.headers.set(HeaderName::To, value);
         }
     }
 }
@@ -373,5 +385,48 @@ mod tests {
         let mut other = again.clone();
         other.headers_mut().push(HeaderName::Subject, "x");
         assert!(!m.eq_ignoring_content_length(&other));
+    }
+
+    #[test]
+    fn ensure_to_tag_adds_a_tag_only_where_the_header_has_none() {
+        let ok = || Response {
+            code: 200,
+            reason: "OK".into(),
+            headers: Headers::default(),
+            body: Vec::new(),
+        };
+        let cases = [
+            ("<sip:b@example.com>", "<sip:b@example.com>;tag=t1"),
+            (
+                "<sip:b@example.com;tag=uri>",
+                "<sip:b@example.com;tag=uri>;tag=t1",
+            ),
+            (
+                "\"B>\" <sip:b@example.com>;x=1",
+                "\"B>\" <sip:b@example.com>;x=1;tag=t1",
+            ),
+            ("sip:b@example.com", "sip:b@example.com;tag=t1"),
+            ("<sip:b@example.com>;tag=old", "<sip:b@example.com>;tag=old"),
+            (
+                "<sip:b@example.com> ; TAG = old",
+                "<sip:b@example.com> ; TAG = old",
+            ),
+            ("sip:b@example.com;tag=old", "sip:b@example.com;tag=old"),
+            (
+                "<sip:b@example.com>;tagx=1",
+                "<sip:b@example.com>;tagx=1;tag=t1",
+            ),
+        ];
+        for (to, want) in cases {
+            let mut resp = ok();
+            resp.headers.push(HeaderName::To, to);
+            resp.ensure_to_tag("t1");
+            assert_eq!(resp.headers.get(HeaderName::To), Some(want), "{to}");
+            let tag = resp.to().and_then(|t| t.tag().map(str::to_owned));
+            assert!(tag.is_some(), "{to}: the result parses with a tag");
+        }
+        let mut none = ok();
+        none.ensure_to_tag("t1");
+        assert_eq!(none.headers.get(HeaderName::To), None);
     }
 }
