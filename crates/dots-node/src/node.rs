@@ -211,7 +211,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     // this node publishes too.
     let sip_host = engine_config.listeners[0].host();
     let mut engine = Engine::new(engine_config, rand_seed());
-    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(8192);
+    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(transport::INBOUND_QUEUE);
 
     let sip_uris = vec![
         format!("sip:{sip_host}:{};transport=tcp", sip_addr.port()),

@@ -235,9 +235,16 @@ pub async fn accept_loop(
 /// waits for a connection, so a full queue drops the message, and over a stream
 /// nothing retransmits it: the queue must absorb the bursts of a busy connection
 /// while its writer is not scheduled (256 lost about one REGISTER answer in
-/// 50,000 at 10,000/s on one TCP connection). 4,096 messages of ~0.5 KiB are
-/// ~2 MiB per connection at most.
-pub const STREAM_QUEUE: usize = 4096;
+/// 50,000 at 10,000/s on one TCP connection). A connection is not read from
+/// while its queue is more than half full; by then at most [`INBOUND_QUEUE`]
+/// of its requests wait for the engine, plus the batch the engine is on, so
+/// four times that never fills with the answers to a peer's own requests,
+/// however slowly it reads them. ~0.5 KiB per message: 16 MiB for a
+/// connection at most, reached only by a peer that does not keep up.
+pub const STREAM_QUEUE: usize = 4 * INBOUND_QUEUE;
+
+/// Messages (and other events) received and waiting for the engine.
+pub const INBOUND_QUEUE: usize = 8192;
 
 /// Opens a TCP connection to `dest` and sends `bytes` on it; reports the
 /// peer unreachable if that fails.
@@ -306,6 +313,10 @@ async fn run_stream<S>(
     });
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let idle = Duration::from_secs(3600);
+    let own_queue = connections
+        .lock()
+        .expect("connection table lock")
+        .sender_for(&peer);
     'read: loop {
         match tokio::time::timeout(idle, reader.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
@@ -315,6 +326,18 @@ async fn run_stream<S>(
             match parse_stream(&buf) {
                 Ok((msg, used)) => {
                     buf.drain(..used);
+                    // Back-pressure: a peer that does not read its answers fast
+                    // enough is not served until its write queue has drained
+                    // to half, rather than having answers dropped when the
+                    // queue is full (over a stream nothing retransmits them).
+                    if let Some(queue) = &own_queue {
+                        if queue.capacity() < STREAM_QUEUE / 2 {
+                            match queue.reserve_many(STREAM_QUEUE / 2).await {
+                                Ok(permits) => drop(permits),
+                                Err(_) => break 'read,
+                            }
+                        }
+                    }
                     if inbound
                         .send(Inbound::received(Ok(msg), peer))
                         .await
