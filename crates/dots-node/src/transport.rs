@@ -330,12 +330,15 @@ async fn run_stream<S>(
                     // enough is not served until its write queue has drained
                     // to half, rather than having answers dropped when the
                     // queue is full (over a stream nothing retransmits them).
+                    // (Polled: a pending `reserve_many` would take every
+                    // freed slot for itself and leave the engine's sends
+                    // finding the queue full.)
                     if let Some(queue) = &own_queue {
-                        if queue.capacity() < STREAM_QUEUE / 2 {
-                            match queue.reserve_many(STREAM_QUEUE / 2).await {
-                                Ok(permits) => drop(permits),
-                                Err(_) => break 'read,
+                        while queue.capacity() < STREAM_QUEUE / 2 {
+                            if queue.is_closed() {
+                                break 'read;
                             }
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                         }
                     }
                     if inbound
