@@ -243,6 +243,10 @@ pub async fn accept_loop(
 /// connection at most, reached only by a peer that does not keep up.
 pub const STREAM_QUEUE: usize = 4 * INBOUND_QUEUE;
 
+/// How long a connection may stay with its write queue more than half full
+/// (its peer reading nothing) before it is closed.
+const STALLED_PEER: Duration = Duration::from_secs(30);
+
 /// Messages (and other events) received and waiting for the engine.
 pub const INBOUND_QUEUE: usize = 8192;
 
@@ -333,9 +337,16 @@ async fn run_stream<S>(
                     // (Polled: a pending `reserve_many` would take every
                     // freed slot for itself and leave the engine's sends
                     // finding the queue full.)
+                    // A peer that reads nothing for STALLED_PEER is closed, so
+                    // that it cannot hold its queue's memory for ever.
                     if let Some(queue) = &own_queue {
+                        let since = tokio::time::Instant::now();
                         while queue.capacity() < STREAM_QUEUE / 2 {
                             if queue.is_closed() {
+                                break 'read;
+                            }
+                            if since.elapsed() > STALLED_PEER {
+                                tracing::warn!(%peer, "peer has not read its answers for {} s; closing the connection", STALLED_PEER.as_secs());
                                 break 'read;
                             }
                             tokio::time::sleep(Duration::from_millis(1)).await;
