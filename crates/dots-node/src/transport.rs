@@ -339,7 +339,10 @@ async fn run_stream<S>(
                     // finding the queue full.)
                     // A peer that reads nothing for STALLED_PEER is closed, so
                     // that it cannot hold its queue's memory for ever.
-                    if let Some(queue) = &own_queue {
+                    if let Some(queue) = own_queue
+                        .as_ref()
+                        .filter(|q| q.capacity() < STREAM_QUEUE / 2)
+                    {
                         let since = tokio::time::Instant::now();
                         while queue.capacity() < STREAM_QUEUE / 2 {
                             if queue.is_closed() {
