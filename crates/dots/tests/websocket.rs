@@ -230,10 +230,10 @@ impl WsClient {
     /// Answers `request` (Via, Record-Route, dialog headers copied).
     fn respond(&mut self, request: &str, code: u16, reason: &str, tag: &str, body: Option<&str>) {
         let mut r = format!("SIP/2.0 {code} {reason}\r\n");
-        for v in all(request, "via", Some("v")) {
+        for v in header_values(request, "via", Some("v")) {
             r += &format!("Via: {v}\r\n");
         }
-        for rr in all(request, "record-route", None) {
+        for rr in header_values(request, "record-route", None) {
             r += &format!("Record-Route: {rr}\r\n");
         }
         r += &format!("From: {}\r\n", first(request, "from").unwrap());
@@ -285,28 +285,14 @@ fn status(msg: &str) -> u16 {
     msg.get(8..11).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-/// Every value of a header (full or compact name), one per line as sent.
-fn all<'a>(msg: &'a str, name: &str, compact: Option<&str>) -> Vec<&'a str> {
-    let head = msg.split("\r\n\r\n").next().unwrap_or("");
-    head.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            let n = n.trim();
-            (n.eq_ignore_ascii_case(name) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c)))
-                .then(|| v.trim())
-        })
-        .collect()
-}
-
 fn first<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    all(msg, name, None).into_iter().next()
+    header_values(msg, name, None).into_iter().next()
 }
 
 /// Record-Route entries one by one, however they were folded into lines.
 fn route_entries(msg: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for line in all(msg, "record-route", None) {
+    for line in header_values(msg, "record-route", None) {
         for part in line.split(">,") {
             let part = part.trim();
             out.push(if part.ends_with('>') || part.contains(">;") {
@@ -364,7 +350,7 @@ fn sipp_caller_reaches_the_websocket_client(t: Transport) {
     let ok = wanda.register("wanda", None);
     assert_eq!(status(&ok), 200, "REGISTER over WebSocket:\n{ok}");
     assert!(
-        all(&ok, "contact", Some("m"))
+        header_values(&ok, "contact", Some("m"))
             .iter()
             .any(|c| c.contains(".invalid;transport=ws")),
         "the 200 lists the WebSocket contact:\n{ok}"
@@ -383,7 +369,7 @@ fn sipp_caller_reaches_the_websocket_client(t: Transport) {
         invite.starts_with(&format!("INVITE sip:wanda-ws@{};transport=ws ", wanda.host)),
         "retargeted to the WebSocket contact:\n{invite}"
     );
-    let vias = all(&invite, "via", Some("v"));
+    let vias = header_values(&invite, "via", Some("v"));
     assert!(
         vias[0].starts_with(&format!("SIP/2.0/WS {LOCALHOST}:{}", node.http_port)),
         "the node's Via names WS and its HTTP port:\n{invite}"
@@ -765,7 +751,7 @@ fn secure_websocket_client_registers_with_digest_and_gets_a_call() {
     let mut wanda = WsClient::connect(&node, true);
     let challenge = wanda.register("wanda", None);
     assert_eq!(status(&challenge), 401, "{challenge}");
-    let www = all(&challenge, "www-authenticate", None)
+    let www = header_values(&challenge, "www-authenticate", None)
         .into_iter()
         .find(|c| c.contains("MD5") || !c.contains("algorithm"))
         .expect("an MD5 challenge")
@@ -809,7 +795,7 @@ fn secure_websocket_client_registers_with_digest_and_gets_a_call() {
         .unwrap();
     let invite = wanda.recv_request("INVITE");
     assert!(
-        all(&invite, "via", Some("v"))[0]
+        header_values(&invite, "via", Some("v"))[0]
             .starts_with(&format!("SIP/2.0/WSS {LOCALHOST}:{}", node.https_port)),
         "{invite}"
     );

@@ -985,17 +985,26 @@ impl SipResponse {
 
     /// Values of all headers named `name` (or its compact form), in order.
     pub fn headers(&self, name: &str, compact: Option<&str>) -> Vec<String> {
-        let head = self.text.split("\r\n\r\n").next().unwrap_or("");
-        head.lines()
-            .skip(1)
-            .filter_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                let n = n.trim();
-                (n.eq_ignore_ascii_case(name) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c)))
-                    .then(|| v.trim().to_string())
-            })
+        header_values(&self.text, name, compact)
+            .into_iter()
+            .map(str::to_string)
             .collect()
     }
+}
+
+/// Values of all headers named `name` (or its compact form) in the SIP
+/// message `text`, one per header line, in order.
+pub fn header_values<'a>(text: &'a str, name: &str, compact: Option<&str>) -> Vec<&'a str> {
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim();
+            (n.eq_ignore_ascii_case(name) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c)))
+                .then(|| v.trim())
+        })
+        .collect()
 }
 
 /// A UDP socket on 127.0.0.1 that sends requests and collects responses.
