@@ -198,7 +198,7 @@ impl TransactionLayer {
             timeout,
             now.saturating_add(cfg.t1x64()),
         );
-        self.clients.insert(id, txn);
+        self.clients.insert(id, Box::new(txn));
         self.client_branches.entry(branch).or_default().push(id);
         Ok(id)
     }

@@ -60,7 +60,7 @@ mod server;
 mod timers;
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use dots_sip::{Peer, Request, Response};
 
@@ -202,12 +202,25 @@ type IdMap<V> = HashMap<TxnId, V, BuildHasherDefault<IdHasher>>;
 pub struct TransactionLayer {
     config: TimerConfig,
     next_id: u64,
-    servers: IdMap<ServerTxn>,
-    clients: IdMap<ClientTxn>,
+    // Boxed: tens of thousands of transactions a second wait for Timer J
+    // (32 s over UDP), so these tables hold millions of entries under load;
+    // growing a table moves every slot at once on the engine's thread, and
+    // inline transactions (hundreds of bytes each) made that a stall of
+    // hundreds of milliseconds, long enough to overflow the UDP socket.
+    servers: IdMap<Box<ServerTxn>>,
+    clients: IdMap<Box<ClientTxn>>,
     /// Server transactions by top Via branch (RFC 3261 matching); the few
     /// transactions sharing a branch (INVITE, its CANCEL) are told apart by
     /// sent-by and method.
-    server_branches: HashMap<String, Vec<TxnId>>,
+    ///
+    /// Keyed by a keyed hash of the branch, computed once per request, so that
+    /// growing this table (millions of entries under load, see `servers`) moves
+    /// fixed-size slots without hashing every branch string again. Entries
+    /// whose branches collide share a slot; matching compares the branch itself.
+    server_branches: HashMap<u64, Vec<TxnId>, BuildHasherDefault<IdHasher>>,
+    /// The key of `server_branches`' hash: random per layer, so that peers
+    /// cannot choose branches that collide.
+    branch_hash: RandomState,
     /// Server transactions created by requests without the magic cookie.
     server_legacy: HashMap<LegacyKey, TxnId>,
     /// Client transactions by branch, then CSeq method.
@@ -224,7 +237,8 @@ impl TransactionLayer {
             next_id: 1,
             servers: IdMap::default(),
             clients: IdMap::default(),
-            server_branches: HashMap::new(),
+            server_branches: HashMap::default(),
+            branch_hash: RandomState::new(),
             server_legacy: HashMap::new(),
             client_branches: HashMap::new(),
             timers: TimerHeap::default(),
@@ -317,8 +331,20 @@ impl TransactionLayer {
     }
 }
 
+impl TransactionLayer {
+    /// The `server_branches` key of a branch.
+    fn branch_key(&self, branch: &str) -> u64 {
+        self.branch_hash.hash_one(branch)
+    }
+}
+
 /// Removes `id` from a branch index.
-fn unindex(index: &mut HashMap<String, Vec<TxnId>>, branch: &str, id: TxnId) {
+fn unindex<K, Q, S>(index: &mut HashMap<K, Vec<TxnId>, S>, branch: &Q, id: TxnId)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+    S: BuildHasher,
+{
     if let Some(ids) = index.get_mut(branch) {
         ids.retain(|&i| i != id);
         if ids.is_empty() {

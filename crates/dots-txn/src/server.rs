@@ -160,14 +160,14 @@ impl TransactionLayer {
         match lookup {
             Lookup::Branch { branch, host, port } => self
                 .server_branches
-                .get(*branch)?
+                .get(&self.branch_key(branch))?
                 .iter()
                 .copied()
                 .find(|id| {
                     self.servers.get(id).is_some_and(|t| {
                         method_matches(&t.method, method)
-                            && matches!(&t.key, ServerKey::Branch { host: h, port: p, .. }
-                                if h == host && p == port)
+                            && matches!(&t.key, ServerKey::Branch { branch: b, host: h, port: p }
+                                if b == branch && h == host && p == port)
                     })
                 }),
             Lookup::Legacy(key) => {
@@ -218,18 +218,17 @@ impl TransactionLayer {
         let invite = request.method == Method::Invite;
         let key = lookup.to_key();
         match &key {
-            ServerKey::Branch { branch, .. } => self
-                .server_branches
-                .entry(branch.clone())
-                .or_default()
-                .push(id),
+            ServerKey::Branch { branch, .. } => {
+                let slot = self.branch_key(branch);
+                self.server_branches.entry(slot).or_default().push(id)
+            }
             ServerKey::Legacy(k) => {
                 self.server_legacy.insert(k.clone(), id);
             }
         }
         self.servers.insert(
             id,
-            ServerTxn {
+            Box::new(ServerTxn {
                 invite,
                 state: if invite {
                     ServerState::Proceeding
@@ -243,7 +242,7 @@ impl TransactionLayer {
                 last: None,
                 interval: self.config.first_interval(),
                 deadlines: Deadlines::new(),
-            },
+            }),
         );
         self.events.push_back(Event::Request {
             id,
@@ -398,7 +397,10 @@ impl TransactionLayer {
             return;
         };
         match &txn.key {
-            ServerKey::Branch { branch, .. } => unindex(&mut self.server_branches, branch, id),
+            ServerKey::Branch { branch, .. } => {
+                let slot = self.branch_key(branch);
+                unindex(&mut self.server_branches, &slot, id)
+            }
             ServerKey::Legacy(k) => {
                 if self.server_legacy.get(k) == Some(&id) {
                     self.server_legacy.remove(k);
