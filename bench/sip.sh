@@ -29,7 +29,7 @@
 #   TRANSPORTS     [u1 t1]  MODES [open digest]
 #   CPU_REG_RATE   [5000]   REGISTER/s step at which CPU us/REGISTER is reported
 #   CPU_CALL_RATE  [500]    calls/s step at which CPU us/call is reported
-#   REG_RATES      [2000 CPU_REG_RATE 8000 11000 14000 17000 20000 23000 26000 32000 38000 44000 50000 56000]
+#   REG_RATES      [2000 CPU_REG_RATE 8000 11000 14000 17000 20000 23000 26000 32000 38000 44000 50000 56000 62000 68000 74000]
 #   CALL_RATES     [250 CPU_CALL_RATE 1000 1500 2000 2500 3000 4000 5000 6000 8000 10000]
 #                  (the fixed rates are always added to the ramps)
 #   DURATION       [10]     seconds per step     PROBE_N [300] latency probes
