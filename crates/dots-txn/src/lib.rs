@@ -331,13 +331,6 @@ impl TransactionLayer {
     }
 }
 
-impl TransactionLayer {
-    /// The `server_branches` key of a branch.
-    fn branch_key(&self, branch: &str) -> u64 {
-        self.branch_hash.hash_one(branch)
-    }
-}
-
 /// Removes `id` from a branch index.
 fn unindex<K, Q, S>(index: &mut HashMap<K, Vec<TxnId>, S>, branch: &Q, id: TxnId)
 where

@@ -1,6 +1,8 @@
 //! Server transactions: INVITE (RFC 3261 §17.2.1 with the RFC 6026
 //! Accepted state) and non-INVITE (§17.2.2), and request matching (§17.2.3).
 
+use std::hash::{BuildHasher, RandomState};
+
 use dots_sip::{Method, Peer, Request, Response, SipMessage, Via};
 
 use crate::timers::{Deadlines, Timer};
@@ -52,6 +54,8 @@ enum ServerKey {
         branch: String,
         host: String,
         port: Option<u16>,
+        /// The branch's key in `server_branches`, hashed once on arrival.
+        slot: u64,
     },
     Legacy(LegacyKey),
 }
@@ -62,6 +66,7 @@ enum Lookup<'a> {
         branch: &'a str,
         host: &'a str,
         port: Option<u16>,
+        slot: u64,
     },
     Legacy(LegacyKey),
 }
@@ -73,12 +78,14 @@ fn method_matches(txn: &Method, req: &Method) -> bool {
 }
 
 impl<'a> Lookup<'a> {
-    fn of(request: &Request, via: &'a Via) -> Option<Lookup<'a>> {
+    /// `branch_hash` keys the `server_branches` index.
+    fn of(request: &Request, via: &'a Via, branch_hash: &RandomState) -> Option<Lookup<'a>> {
         if let Some(branch) = via.branch().filter(|b| b.starts_with(MAGIC_COOKIE)) {
             return Some(Lookup::Branch {
                 branch,
                 host: &via.host,
                 port: via.port,
+                slot: branch_hash.hash_one(branch),
             });
         }
         let cseq = request.cseq()?;
@@ -102,10 +109,16 @@ impl<'a> Lookup<'a> {
 
     fn to_key(&self) -> ServerKey {
         match self {
-            Lookup::Branch { branch, host, port } => ServerKey::Branch {
+            Lookup::Branch {
+                branch,
+                host,
+                port,
+                slot,
+            } => ServerKey::Branch {
                 branch: (*branch).to_owned(),
                 host: (*host).to_owned(),
                 port: *port,
+                slot: *slot,
             },
             Lookup::Legacy(k) => ServerKey::Legacy(k.clone()),
         }
@@ -158,18 +171,18 @@ impl TransactionLayer {
 
     fn find_server(&self, lookup: &Lookup<'_>, method: &Method) -> Option<TxnId> {
         match lookup {
-            Lookup::Branch { branch, host, port } => self
-                .server_branches
-                .get(&self.branch_key(branch))?
-                .iter()
-                .copied()
-                .find(|id| {
-                    self.servers.get(id).is_some_and(|t| {
-                        method_matches(&t.method, method)
-                            && matches!(&t.key, ServerKey::Branch { branch: b, host: h, port: p }
+            Lookup::Branch {
+                branch,
+                host,
+                port,
+                slot,
+            } => self.server_branches.get(slot)?.iter().copied().find(|id| {
+                self.servers.get(id).is_some_and(|t| {
+                    method_matches(&t.method, method)
+                        && matches!(&t.key, ServerKey::Branch { branch: b, host: h, port: p, .. }
                                 if b == branch && h == host && p == port)
-                    })
-                }),
+                })
+            }),
             Lookup::Legacy(key) => {
                 let wanted = if *method == Method::Ack {
                     &Method::Invite
@@ -192,7 +205,7 @@ impl TransactionLayer {
         let Some(via) = request.top_via() else {
             return;
         };
-        let Some(lookup) = Lookup::of(&request, &via) else {
+        let Some(lookup) = Lookup::of(&request, &via, &self.branch_hash) else {
             return;
         };
         let found = self.find_server(&lookup, &request.method);
@@ -218,9 +231,8 @@ impl TransactionLayer {
         let invite = request.method == Method::Invite;
         let key = lookup.to_key();
         match &key {
-            ServerKey::Branch { branch, .. } => {
-                let slot = self.branch_key(branch);
-                self.server_branches.entry(slot).or_default().push(id)
+            ServerKey::Branch { slot, .. } => {
+                self.server_branches.entry(*slot).or_default().push(id)
             }
             ServerKey::Legacy(k) => {
                 self.server_legacy.insert(k.clone(), id);
@@ -397,10 +409,7 @@ impl TransactionLayer {
             return;
         };
         match &txn.key {
-            ServerKey::Branch { branch, .. } => {
-                let slot = self.branch_key(branch);
-                unindex(&mut self.server_branches, &slot, id)
-            }
+            ServerKey::Branch { slot, .. } => unindex(&mut self.server_branches, slot, id),
             ServerKey::Legacy(k) => {
                 if self.server_legacy.get(k) == Some(&id) {
                     self.server_legacy.remove(k);
