@@ -42,7 +42,7 @@
 #   QUICK          [0]      1 = DURATION=3, REG_RATES="2000 CPU_REG_RATE 10000",
 #                  CALL_RATES="250 CPU_CALL_RATE 1000", PROBE_N=50, ROUNDS=1,
 #                  DIGEST_USERS=100
-#   Every bench.sh knob (BENCH_NICE, WAIT_QUIET, MIN_ACHIEVED, ...) passes through.
+#   Every bench.sh knob (BENCH_NICE, SETTLE_S, WAIT_QUIET, MIN_ACHIEVED, ...) passes through.
 #
 # Memory is the sum of PSS over the server's processes at the end of its run
 # (= RSS for the single DOTS process; Kamailio's workers share its shm, which

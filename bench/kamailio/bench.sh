@@ -56,6 +56,13 @@
 #                         with setsid, as run-kamailio.sh does).  "" disables.
 #                         Use the same value for every SUT.
 #   SIPP_BUF     [4194304] sipp -buff_size (socket snd/rcv buffer)
+#   SETTLE_S     [36]     idle seconds before a register or call test that is not
+#                         the first, so that
+#                         work a server defers (e.g. a UDP non-INVITE server
+#                         transaction lives on for Timer J = 64*T1 = 32 s after
+#                         its answer, RFC 3261 17.2.2) lands between tests and
+#                         is not charged to the next test's CPU per op; the
+#                         target's CPU during the wait is reported ("settle")
 #   WAIT_QUIET   []       if set (e.g. 40): before each step wait (<= WAIT_QUIET_MAX_S,
 #                         default 120 s) until host busy% measured over 2 s is below it
 #   TRACE_RTT    [0]      1 = also -trace_rtt (exact per-call RTT list; costs sipp CPU)
@@ -360,7 +367,19 @@ if [[ -n "$BENCH_NICE" && -n "$TP" ]]; then
     [[ -z "$agl" ]] && log "# WARNING: target is not a session leader -> its autogroup keeps nice 0; start it with setsid for comparable numbers"
 fi
 log "# background host busy before start: $(bg_busy)%"
+# settle TEST: wait SETTLE_S idle seconds, report the target's CPU meanwhile
+settle() {
+    (( ${SETTLE_S:-36} > 0 )) || return 0
+    local c0 c1; c0="$(cpu_ticks $TP)"
+    sleep "${SETTLE_S:-36}"
+    c1="$(cpu_ticks $TP)"
+    log "settle before=$1 idle_s=${SETTLE_S:-36} target_cpu_s=$(awk -v a="$c0" -v b="$c1" -v k="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/k}')"
+}
+first_test=1
 for t in $TESTS; do
+    # latency is one request at a time: deferred work does not skew it
+    (( first_test )) || [[ "$t" == latency ]] || settle "$t"
+    first_test=0
     case "$t" in
         register) bench_register ;;
         call)     bench_call ;;
