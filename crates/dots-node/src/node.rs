@@ -73,7 +73,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     let sip_addr = config.sip.listen;
     let (udp, udp_buffer) = transport::bind_udp(sip_addr)
         .with_context(|| format!("cannot bind SIP UDP socket on {sip_addr}"))?;
-    let udp = Arc::new(udp);
     tracing::debug!(bytes = udp_buffer, "SIP UDP receive buffer");
     let tcp = TcpListener::bind(sip_addr)
         .await
@@ -367,12 +366,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     };
     let connections: SharedConnections = Arc::new(Mutex::new(Connections::default()));
     let mut tasks = Vec::new();
-    for _ in 0..transport::UDP_RECEIVE_TASKS {
-        tasks.push(tokio::spawn(transport::udp_receive_loop(
-            udp.clone(),
-            inbound_tx.clone(),
-        )));
-    }
+    let udp_receiver = transport::spawn_udp_receiver(
+        udp.try_clone().context("cannot share the SIP UDP socket")?,
+        inbound_tx.clone(),
+    )
+    .context("cannot start the SIP UDP receive thread")?;
     tasks.push(tokio::spawn(transport::accept_loop(
         tcp,
         None,
@@ -548,6 +546,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     for t in &tasks {
         t.abort();
     }
+    inbound_rx.close();
+    let _ = tokio::task::spawn_blocking(move || udp_receiver.join()).await;
     drop(store_tx);
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     tracing::info!("store flushed; node stopped");

@@ -125,15 +125,17 @@ impl Connections {
 }
 
 /// Receive buffer asked for on the SIP UDP socket. A burst of datagrams that
-/// arrives while the receive tasks are busy waits here instead of being dropped by
+/// arrives while the receive thread is busy waits here instead of being dropped by
 /// the kernel (Linux's default is 208 KiB; it grants up to `net.core.rmem_max`).
 pub const UDP_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
-/// Tasks receiving and parsing datagrams from the SIP UDP socket in parallel.
-pub const UDP_RECEIVE_TASKS: usize = 2;
 
-/// Binds the SIP UDP socket with a large receive buffer; returns it and the
-/// receive buffer size the kernel granted.
-pub fn bind_udp(addr: SocketAddr) -> std::io::Result<(UdpSocket, usize)> {
+/// Binds the SIP UDP socket, non-blocking, with a large receive buffer;
+/// returns it and the receive buffer size the kernel granted.
+///
+/// The socket is left a plain one, registered with no runtime: the engine
+/// sends on it directly (a UDP send does not wait, it fails when the buffer
+/// is full) and [`spawn_udp_receiver`] receives on a copy of it.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, usize)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
@@ -142,7 +144,41 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<(UdpSocket, usize)> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     let granted = socket.recv_buffer_size().unwrap_or(0);
-    Ok((UdpSocket::from_std(socket.into())?, granted))
+    Ok((socket.into(), granted))
+}
+
+/// Runs [`udp_receive_loop`] on a thread of its own, with a runtime of its
+/// own, until the engine's end of `inbound` closes.
+///
+/// Receiving and parsing are about a quarter of what a REGISTER costs.
+/// As tasks of the node's runtime they took turns with the engine instead of
+/// running beside it: a task woken by another runs next on the waker's
+/// worker, so under load the receive tasks and the engine shared one core
+/// between them (two workers at ~50 % each) while the socket overflowed.
+pub fn spawn_udp_receiver(
+    socket: std::net::UdpSocket,
+    inbound: mpsc::Sender<Inbound>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sip-udp-rx".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot receive on the SIP UDP socket");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    _ = udp_receive_loop(socket, inbound.clone()) => {}
+                    _ = inbound.closed() => {}
+                }
+            })
+        })
 }
 
 /// Receives datagrams, parses them off the engine thread, and passes them
@@ -398,7 +434,7 @@ async fn run_stream<S>(
 
 /// Sends one datagram or queues bytes on a stream connection.
 pub fn dispatch(
-    udp: &UdpSocket,
+    udp: &std::net::UdpSocket,
     connections: &SharedConnections,
     inbound: &mpsc::Sender<Inbound>,
     dest: Peer,
@@ -406,7 +442,8 @@ pub fn dispatch(
 ) {
     match dest.transport {
         TransportKind::Udp => {
-            if let Err(e) = udp.try_send_to(&bytes, dest.addr) {
+            // Non-blocking: a full send buffer is an error here, not a wait.
+            if let Err(e) = udp.send_to(&bytes, dest.addr) {
                 tracing::debug!(%dest, error = %e, "UDP send failed");
             }
         }
