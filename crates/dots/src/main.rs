@@ -26,6 +26,9 @@ macro_rules! outln {
 // The SIP path allocates and frees many small buffers per message, often on
 // different threads (a datagram is parsed on one worker and freed after the
 // engine has run on another), the pattern glibc's allocator handles worst.
+// Without the `mimalloc` feature the system allocator stays, which is what
+// heap profilers that interpose malloc (heaptrack) can see.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
