@@ -805,6 +805,11 @@ impl Engine {
                 remote: None,
             },
         );
+        if req.method != Method::Invite {
+            // The layer keeps INVITEs itself; a forwarded non-INVITE is
+            // needed again for the 408 of maybe_send_best or a retry.
+            self.txn.keep_request(server, req);
+        }
     }
 
     /// Forwards to another node and remembers that, so that a failure can

@@ -217,7 +217,7 @@ pub struct TransactionLayer {
     /// growing this table (millions of entries under load, see `servers`) moves
     /// fixed-size slots without hashing every branch string again. Entries
     /// whose branches collide share a slot; matching compares the branch itself.
-    server_branches: HashMap<u64, Vec<TxnId>, BuildHasherDefault<IdHasher>>,
+    server_branches: HashMap<u64, BranchSlot, BuildHasherDefault<IdHasher>>,
     /// The key of `server_branches`' hash: random per layer, so that peers
     /// cannot choose branches that collide.
     branch_hash: RandomState,
@@ -327,6 +327,56 @@ impl TransactionLayer {
                 break;
             }
             self.timers.pop();
+        }
+    }
+}
+
+/// The server transactions whose branches hash to one slot of
+/// `server_branches`: nearly always one, held inline (a `Vec` per slot was
+/// an allocation per transaction); an INVITE and its CANCEL, or a hash
+/// collision, make more.
+#[derive(Debug)]
+enum BranchSlot {
+    One(TxnId),
+    Many(Vec<TxnId>),
+}
+
+impl Default for BranchSlot {
+    fn default() -> Self {
+        BranchSlot::Many(Vec::new())
+    }
+}
+
+impl BranchSlot {
+    fn push(&mut self, id: TxnId) {
+        match self {
+            BranchSlot::Many(ids) if ids.is_empty() => *self = BranchSlot::One(id),
+            BranchSlot::Many(ids) => ids.push(id),
+            BranchSlot::One(first) => *self = BranchSlot::Many(vec![*first, id]),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = TxnId> + '_ {
+        let (one, many) = match self {
+            BranchSlot::One(id) => (Some(*id), &[][..]),
+            BranchSlot::Many(ids) => (None, &ids[..]),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    /// Removes `id`; true if the slot is empty now.
+    fn remove(&mut self, id: TxnId) -> bool {
+        match self {
+            BranchSlot::One(first) => *first == id,
+            BranchSlot::Many(ids) => {
+                ids.retain(|&i| i != id);
+                if let [only] = ids[..] {
+                    *self = BranchSlot::One(only);
+                    false
+                } else {
+                    ids.is_empty()
+                }
+            }
         }
     }
 }

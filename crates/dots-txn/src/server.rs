@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, RandomState};
 use dots_sip::{Method, Peer, Request, Response, SipMessage, Via};
 
 use crate::timers::{Deadlines, Timer};
-use crate::{unindex, Event, Time, TransactionLayer, Transmit, TxnError, TxnId};
+use crate::{Event, Time, TransactionLayer, Transmit, TxnError, TxnId};
 
 /// RFC 3261 branches start with it; others come from RFC 2543 elements.
 const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -51,13 +51,34 @@ pub(crate) struct LegacyKey {
 #[derive(Debug)]
 enum ServerKey {
     Branch {
-        branch: String,
-        host: String,
+        /// The branch followed by the sent-by host: one allocation for both,
+        /// since hundreds of thousands of answered transactions can wait
+        /// for Timer J at once.
+        text: Box<str>,
+        branch_len: u32,
         port: Option<u16>,
         /// The branch's key in `server_branches`, hashed once on arrival.
         slot: u64,
     },
-    Legacy(LegacyKey),
+    /// Rare (RFC 2543 peers) and large, so out of line.
+    Legacy(Box<LegacyKey>),
+}
+
+impl ServerKey {
+    fn matches_branch(&self, branch: &str, host: &str, port: Option<u16>) -> bool {
+        match self {
+            ServerKey::Branch {
+                text,
+                branch_len,
+                port: p,
+                ..
+            } => {
+                let (b, h) = text.split_at(*branch_len as usize);
+                b == branch && h == host && *p == port
+            }
+            ServerKey::Legacy(_) => false,
+        }
+    }
 }
 
 /// How an incoming request is looked up, borrowing from its top Via.
@@ -114,13 +135,19 @@ impl<'a> Lookup<'a> {
                 host,
                 port,
                 slot,
-            } => ServerKey::Branch {
-                branch: (*branch).to_owned(),
-                host: (*host).to_owned(),
-                port: *port,
-                slot: *slot,
-            },
-            Lookup::Legacy(k) => ServerKey::Legacy(k.clone()),
+            } => {
+                let mut text = String::with_capacity(branch.len() + host.len());
+                text.push_str(branch);
+                text.push_str(host);
+                ServerKey::Branch {
+                    text: text.into_boxed_str(),
+                    // A branch longer than 4 GiB cannot arrive in a message.
+                    branch_len: u32::try_from(branch.len()).unwrap_or(u32::MAX),
+                    port: *port,
+                    slot: *slot,
+                }
+            }
+            Lookup::Legacy(k) => ServerKey::Legacy(Box::new(k.clone())),
         }
     }
 }
@@ -132,8 +159,12 @@ pub(crate) struct ServerTxn {
     method: Method,
     key: ServerKey,
     source: Peer,
-    /// The request, for [`TransactionLayer::server_request`]; a non-INVITE
-    /// one is dropped once answered, since nothing needs it any more. Boxed:
+    /// The request, for [`TransactionLayer::server_request`]: an INVITE's
+    /// always (a CANCEL may need it), a non-INVITE's only once the TU hands
+    /// it over with [`TransactionLayer::keep_request`], until it is
+    /// answered. Most non-INVITE requests (REGISTER, OPTIONS to the node)
+    /// are answered at once, and copying each one would cost more than
+    /// the rest of the transaction layer's work for it. Boxed:
     /// answered non-INVITE transactions wait for Timer J (32 s over UDP), so
     /// at 4,000 REGISTER/s about 128,000 of them are alive, and an inline
     /// `Request` would make every slot of the transaction table several
@@ -141,7 +172,7 @@ pub(crate) struct ServerTxn {
     request: Option<Box<Request>>,
     /// The last response sent, re-sent on request retransmissions (and by
     /// Timer G).
-    last: Option<Vec<u8>>,
+    last: Option<Box<[u8]>>,
     /// Current Timer G interval.
     interval: Time,
     pub(crate) deadlines: Deadlines,
@@ -164,9 +195,22 @@ impl TransactionLayer {
     }
 
     /// The original request of a server transaction (the proxy needs the INVITE when a CANCEL arrives).
-    /// An INVITE stays available for the whole transaction; a non-INVITE request until its final response.
+    /// An INVITE stays available for the whole transaction; a non-INVITE request only if the TU kept it
+    /// with [`keep_request`](Self::keep_request), and until its final response.
     pub fn server_request(&self, id: TxnId) -> Option<&Request> {
         self.servers.get(&id)?.request.as_deref()
+    }
+
+    /// Hands a non-INVITE request back to its server transaction, so that
+    /// [`server_request`](Self::server_request) has it until the final
+    /// response (a proxy that forwards it builds its 408 or retries from
+    /// it). Ignored for an unknown, INVITE or already answered transaction.
+    pub fn keep_request(&mut self, id: TxnId, request: Request) {
+        if let Some(txn) = self.servers.get_mut(&id) {
+            if !txn.invite && matches!(txn.state, ServerState::Trying | ServerState::Proceeding) {
+                txn.request = Some(Box::new(request));
+            }
+        }
     }
 
     fn find_server(&self, lookup: &Lookup<'_>, method: &Method) -> Option<TxnId> {
@@ -176,11 +220,9 @@ impl TransactionLayer {
                 host,
                 port,
                 slot,
-            } => self.server_branches.get(slot)?.iter().copied().find(|id| {
+            } => self.server_branches.get(slot)?.iter().find(|id| {
                 self.servers.get(id).is_some_and(|t| {
-                    method_matches(&t.method, method)
-                        && matches!(&t.key, ServerKey::Branch { branch: b, host: h, port: p, .. }
-                                if b == branch && h == host && p == port)
+                    method_matches(&t.method, method) && t.key.matches_branch(branch, host, *port)
                 })
             }),
             Lookup::Legacy(key) => {
@@ -235,7 +277,7 @@ impl TransactionLayer {
                 self.server_branches.entry(*slot).or_default().push(id)
             }
             ServerKey::Legacy(k) => {
-                self.server_legacy.insert(k.clone(), id);
+                self.server_legacy.insert((**k).clone(), id);
             }
         }
         self.servers.insert(
@@ -250,7 +292,7 @@ impl TransactionLayer {
                 method: request.method.clone(),
                 key,
                 source,
-                request: Some(Box::new(request.clone())),
+                request: invite.then(|| Box::new(request.clone())),
                 last: None,
                 interval: self.config.first_interval(),
                 deadlines: Deadlines::new(),
@@ -301,7 +343,7 @@ impl TransactionLayer {
         if let Some(bytes) = resend {
             self.transmits.push_back(Transmit {
                 dest: txn.source,
-                bytes: bytes.clone(),
+                bytes: bytes.to_vec(),
             });
         }
     }
@@ -363,7 +405,7 @@ impl TransactionLayer {
         }
         let bytes = response.to_bytes();
         if keep {
-            txn.last = Some(bytes.clone());
+            txn.last = Some(bytes.as_slice().into());
         } else {
             txn.last = None;
         }
@@ -389,7 +431,7 @@ impl TransactionLayer {
             if let Some(bytes) = &txn.last {
                 self.transmits.push_back(Transmit {
                     dest: txn.source,
-                    bytes: bytes.clone(),
+                    bytes: bytes.to_vec(),
                 });
             }
             txn.interval = txn
@@ -409,10 +451,16 @@ impl TransactionLayer {
             return;
         };
         match &txn.key {
-            ServerKey::Branch { slot, .. } => unindex(&mut self.server_branches, slot, id),
+            ServerKey::Branch { slot, .. } => {
+                if let Some(ids) = self.server_branches.get_mut(slot) {
+                    if ids.remove(id) {
+                        self.server_branches.remove(slot);
+                    }
+                }
+            }
             ServerKey::Legacy(k) => {
-                if self.server_legacy.get(k) == Some(&id) {
-                    self.server_legacy.remove(k);
+                if self.server_legacy.get(&**k) == Some(&id) {
+                    self.server_legacy.remove(&**k);
                 }
             }
         }

@@ -162,10 +162,16 @@ fn server_matches_cancel_to_its_invite() {
     assert_eq!(ev[2].1, None);
     assert_eq!(ev[3].1, None);
     assert_eq!(s.layer.server_request(invite_id), Some(&inv));
+    // A non-INVITE request is kept only when the TU hands it back.
+    assert_eq!(s.layer.server_request(ev[1].0), None);
+    s.layer.keep_request(ev[1].0, cancel.clone());
     assert_eq!(
         s.layer.server_request(ev[1].0).map(|r| &r.method),
         Some(&Method::Cancel)
     );
+    // Handing an INVITE back changes nothing.
+    s.layer.keep_request(invite_id, cancel.clone());
+    assert_eq!(s.layer.server_request(invite_id), Some(&inv));
     assert_eq!(s.layer.counts(), (4, 0));
     // A retransmitted CANCEL is its own transaction's retransmission.
     s.request(200, cancel, udp(CLIENT));

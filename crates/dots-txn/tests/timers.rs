@@ -289,11 +289,18 @@ fn timer_j_and_absorbed_non_invite_retransmissions() {
         other => panic!("unexpected events {:?}", names(other)),
     };
     assert!(s.sent.is_empty());
+    assert_eq!(s.layer.server_request(id), None);
+    s.layer.keep_request(id, req.clone());
     assert_eq!(s.layer.server_request(id), Some(&req));
 
     s.respond(800, id, response(&req, 100)).unwrap();
+    assert_eq!(s.layer.server_request(id), Some(&req));
     s.request(1_500, req.clone(), udp(CLIENT));
     s.respond(2_000, id, response(&req, 200)).unwrap();
+    // Answered: the request is dropped, and handing it back is ignored.
+    assert_eq!(s.layer.server_request(id), None);
+    s.layer.keep_request(id, req.clone());
+    assert_eq!(s.layer.server_request(id), None);
     s.request(3_500, req.clone(), udp(CLIENT));
     // Once answered, a second final is refused.
     assert!(s.respond(3_600, id, response(&req, 500)).is_err());
