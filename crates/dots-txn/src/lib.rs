@@ -341,16 +341,9 @@ enum BranchSlot {
     Many(Vec<TxnId>),
 }
 
-impl Default for BranchSlot {
-    fn default() -> Self {
-        BranchSlot::Many(Vec::new())
-    }
-}
-
 impl BranchSlot {
     fn push(&mut self, id: TxnId) {
         match self {
-            BranchSlot::Many(ids) if ids.is_empty() => *self = BranchSlot::One(id),
             BranchSlot::Many(ids) => ids.push(id),
             BranchSlot::One(first) => *self = BranchSlot::Many(vec![*first, id]),
         }

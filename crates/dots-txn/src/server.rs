@@ -1,12 +1,13 @@
 //! Server transactions: INVITE (RFC 3261 §17.2.1 with the RFC 6026
 //! Accepted state) and non-INVITE (§17.2.2), and request matching (§17.2.3).
 
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
 
 use dots_sip::{Method, Peer, Request, Response, SipMessage, Via};
 
 use crate::timers::{Deadlines, Timer};
-use crate::{Event, Time, TransactionLayer, Transmit, TxnError, TxnId};
+use crate::{BranchSlot, Event, Time, TransactionLayer, Transmit, TxnError, TxnId};
 
 /// RFC 3261 branches start with it; others come from RFC 2543 elements.
 const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -273,9 +274,12 @@ impl TransactionLayer {
         let invite = request.method == Method::Invite;
         let key = lookup.to_key();
         match &key {
-            ServerKey::Branch { slot, .. } => {
-                self.server_branches.entry(*slot).or_default().push(id)
-            }
+            ServerKey::Branch { slot, .. } => match self.server_branches.entry(*slot) {
+                Entry::Occupied(mut taken) => taken.get_mut().push(id),
+                Entry::Vacant(free) => {
+                    free.insert(BranchSlot::One(id));
+                }
+            },
             ServerKey::Legacy(k) => {
                 self.server_legacy.insert((**k).clone(), id);
             }
