@@ -100,6 +100,10 @@ pub struct RegistrarSection {
     pub max_expires: u32,
     pub default_expires: u32,
     pub max_contacts_per_aor: usize,
+    /// Answer REGISTERs without credentials (every REGISTER on an open
+    /// node) without transaction state, like Kamailio's `save()`; false
+    /// keeps each answer for retransmissions (Timer J, 32 s over UDP).
+    pub stateless: bool,
 }
 
 impl Default for NodeConfig {
@@ -149,6 +153,7 @@ impl Default for RegistrarSection {
             max_expires: d.max_expires,
             default_expires: d.default_expires,
             max_contacts_per_aor: d.max_contacts_per_aor,
+            stateless: true,
         }
     }
 }

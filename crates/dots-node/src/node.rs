@@ -187,6 +187,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     engine_config.listeners = listeners;
     engine_config.domains = config.sip.domains.clone();
     engine_config.open = config.sip.open;
+    engine_config.stateless_register = config.registrar.stateless;
     engine_config.realm = config.sip.realm.clone();
     for alg in &config.sip.digest_algorithms {
         if !["SHA-256", "MD5"]

@@ -54,6 +54,11 @@ pub struct EngineConfig {
     pub nonce_ttl: u64,
     /// Value of the Server / User-Agent header on locally generated messages.
     pub server_name: String,
+    /// Answer REGISTERs without credentials (all REGISTERs on an open node)
+    /// without keeping a transaction, as Kamailio's `save()` answers
+    /// statelessly: a retransmission is answered again, with the same To
+    /// tag, instead of from a copy held for Timer J (32 s over UDP).
+    pub stateless_register: bool,
 }
 
 impl EngineConfig {
@@ -81,6 +86,7 @@ impl EngineConfig {
             timer_c: 180_000,
             nonce_ttl: 300_000,
             server_name: concat!("DOTS/", env!("CARGO_PKG_VERSION")).into(),
+            stateless_register: true,
         }
     }
 }

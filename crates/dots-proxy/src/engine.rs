@@ -91,6 +91,11 @@ pub struct Engine {
     branch_prefix: String,
     counter: u64,
     rng: StdRng,
+    /// Keys the To tags of stateless answers (see [`Engine::stateless_tag`]).
+    tag_key: u64,
+    /// The server transaction whose final answer is being sent statelessly
+    /// ([`EngineConfig::stateless_register`]), while it is being answered.
+    stateless: Option<TxnId>,
     pub(crate) overlay: OverlayState,
     /// Flow tokens in the Record-Route entries that face WebSocket clients.
     flows: FlowTokens,
@@ -122,6 +127,7 @@ impl Engine {
         let auth = DigestAuth::new(config.realm.clone(), secret, config.nonce_ttl);
         let branch_prefix = format!("{:08x}", rng.random::<u32>());
         let flows = FlowTokens::new(rng.random());
+        let tag_key = rng.random();
         Engine {
             txn: TransactionLayer::new(config.timers),
             registrar: Registrar::new(config.registrar.clone()),
@@ -141,6 +147,8 @@ impl Engine {
             branch_prefix,
             counter: 0,
             rng,
+            tag_key,
+            stateless: None,
             overlay: OverlayState::default(),
             flows,
             config,
@@ -557,6 +565,25 @@ impl Engine {
     }
 
     fn handle_register(&mut self, now: Millis, id: TxnId, req: &Request, source: Peer) {
+        // The answer to a REGISTER that carries no credentials (or any
+        // REGISTER on an open node) can be regenerated for a retransmission:
+        // the registrar ignores a binding's repeated Call-ID and CSeq and
+        // answers the current bindings, the To tag is derived from the
+        // request, and a 401 offers a fresh nonce. Such answers keep no
+        // transaction (RFC 3261 §8.2.7), which spares each one ~1 KB held
+        // for Timer J over UDP. With credentials, a retransmission would
+        // reuse its nonce-count and be refused as a replay: the transaction
+        // stays and absorbs it.
+        let stateless = self.config.stateless_register
+            && (self.config.open || req.headers.get(HeaderName::Authorization).is_none());
+        if stateless {
+            self.stateless = Some(id);
+        }
+        self.answer_register(now, id, req, source);
+        self.stateless = None;
+    }
+
+    fn answer_register(&mut self, now: Millis, id: TxnId, req: &Request, source: Peer) {
         let Some(to) = req.to() else {
             return self.reply(now, id, req, 400, None, &[]);
         };
@@ -1168,6 +1195,10 @@ impl Engine {
     }
 
     fn send_local(&mut self, now: Millis, id: TxnId, resp: &mut Response) {
+        if self.stateless == Some(id) && resp.code > 100 {
+            let tag = self.stateless_tag(resp);
+            resp.ensure_to_tag(&tag);
+        }
         self.decorate_local(resp);
         self.respond(
             now,
@@ -1200,9 +1231,32 @@ impl Engine {
         }
     }
 
+    /// The To tag of a stateless answer: the same for every retransmission
+    /// of a request (RFC 3261 §8.2.7), from the headers a response copies
+    /// from it (Call-ID, CSeq, From, top Via with its branch).
+    fn stateless_tag(&self, resp: &Response) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.tag_key.hash(&mut h);
+        for name in [
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::From,
+            HeaderName::Via,
+        ] {
+            resp.headers.get(name).hash(&mut h);
+        }
+        format!("{:016x}", h.finish())
+    }
+
     fn respond(&mut self, now: Millis, id: TxnId, resp: Response) {
         let code = resp.code;
-        match self.txn.respond(now, id, resp) {
+        let sent = if self.stateless == Some(id) {
+            self.txn.respond_and_forget(now, id, resp)
+        } else {
+            self.txn.respond(now, id, resp)
+        };
+        match sent {
             Ok(()) => self.stats.response(code),
             Err(e) => tracing::debug!(error = %e, code, "response not sent"),
         }

@@ -244,3 +244,48 @@ fn call_from_another_domain_to_a_local_user_is_not_challenged() {
     assert_eq!(sim.ua(carol).codes(Method::Invite), vec![100, 180, 200]);
     assert_eq!(sim.engine.stats().auth_challenges, challenges_before);
 }
+
+#[test]
+fn the_challenge_keeps_no_transaction_an_authenticated_register_does() {
+    let mut sim = Sim::with_accounts(&[("alice", "secret")]);
+    let alice = sim.add_ua("alice", 5070);
+    let first = sim.ua_mut(alice).register_draft(3600);
+    sim.send(alice, &first);
+    sim.send(alice, &first);
+    let challenges = sim.ua(alice).responses(Method::Register);
+    assert_eq!(
+        challenges.len(),
+        2,
+        "the retransmission is challenged again"
+    );
+    assert!(challenges.iter().all(|r| r.code == 401));
+    assert_eq!(to_tag(challenges[0]), to_tag(challenges[1]));
+    assert_eq!(
+        sim.engine.transactions(),
+        (0, 0),
+        "a 401 is regenerated for a retransmission, not kept"
+    );
+
+    let resp = sim.ua(alice).last_response(Method::Register).clone();
+    let wa = resp.headers.get(HeaderName::WwwAuthenticate).unwrap();
+    let auth = answer_challenge(wa, "REGISTER", &first.ruri, "alice", "secret", "abc", 1).unwrap();
+    let second = sim
+        .ua_mut(alice)
+        .follow_up(&first)
+        .header(format!("Authorization: {auth}"));
+    sim.send(alice, &second);
+    assert_eq!(sim.ua(alice).last_response(Method::Register).code, 200);
+    assert_eq!(sim.engine.transactions(), (1, 0), "kept for Timer J");
+
+    // Its retransmission carries the same nonce-count, which the node
+    // would refuse as a replay: the transaction answers it instead.
+    sim.send(alice, &second);
+    assert_eq!(
+        sim.ua(alice).codes(Method::Register),
+        vec![401, 401, 200, 200]
+    );
+    let finals = sim.ua(alice).responses(Method::Register);
+    assert_eq!(finals[2].to_bytes(), finals[3].to_bytes());
+    assert_eq!(sim.engine.stats().auth_failures, 0);
+    assert_eq!(sim.engine.stats().registrations, 1);
+}

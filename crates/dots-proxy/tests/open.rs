@@ -364,3 +364,63 @@ fn malformed_datagram_on_the_wire_is_answered_400() {
     sim.settle();
     assert_eq!(sim.ua(alice).codes(Method::Message), vec![400]);
 }
+
+#[test]
+fn a_retransmitted_register_is_answered_again_alike_without_transaction_state() {
+    let mut sim = Sim::open();
+    let bob = sim.add_ua("bob", 5071);
+    let d = sim.ua_mut(bob).register_draft(3600);
+    sim.send(bob, &d);
+    assert_eq!(
+        sim.engine.transactions(),
+        (0, 0),
+        "no transaction is kept for the answer"
+    );
+    let first = sim.ua(bob).last_response(Method::Register).clone();
+
+    // The same datagram again, as after a lost 200: answered again, with
+    // the same To tag and bindings, and nothing changed.
+    sim.send(bob, &d);
+    assert_eq!(sim.ua(bob).codes(Method::Register), vec![200, 200]);
+    let again = sim.ua(bob).last_response(Method::Register).clone();
+    assert!(to_tag(&first).is_some());
+    assert_eq!(to_tag(&again), to_tag(&first));
+    assert_eq!(
+        headers_all(&again, HeaderName::Contact),
+        headers_all(&first, HeaderName::Contact)
+    );
+    assert_eq!(sim.engine.registrations(), (1, 1));
+    assert_eq!(sim.engine.transactions(), (0, 0));
+
+    // A new REGISTER (next CSeq, new branch) gets a tag of its own.
+    let next = sim.ua_mut(bob).follow_up(&d);
+    sim.send(bob, &next);
+    let third = sim.ua(bob).last_response(Method::Register).clone();
+    assert_eq!(third.code, 200);
+    assert_ne!(to_tag(&third), to_tag(&first));
+}
+
+#[test]
+fn with_stateless_register_off_the_transaction_absorbs_the_retransmission() {
+    let mut cfg = config(true);
+    cfg.stateless_register = false;
+    let mut sim = Sim::new(cfg);
+    let bob = sim.add_ua("bob", 5071);
+    let d = sim.ua_mut(bob).register_draft(3600);
+    sim.send(bob, &d);
+    assert_eq!(sim.engine.transactions(), (1, 0), "kept for Timer J");
+    sim.send(bob, &d);
+    assert_eq!(sim.ua(bob).codes(Method::Register), vec![200, 200]);
+    let responses = sim.ua(bob).responses(Method::Register);
+    assert_eq!(
+        responses[0].to_bytes(),
+        responses[1].to_bytes(),
+        "the kept answer, re-sent"
+    );
+    assert_eq!(sim.engine.transactions(), (1, 0));
+    assert_eq!(
+        sim.engine.stats().registrations,
+        1,
+        "the registrar saw it once"
+    );
+}

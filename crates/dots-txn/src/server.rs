@@ -190,7 +190,26 @@ impl TransactionLayer {
     /// The TU answers within a server transaction. Responses go to the transaction's source peer
     /// (the shell applies Via received/rport; the layer sends to `source` as given, which the caller built from rport).
     pub fn respond(&mut self, now: Time, id: TxnId, response: Response) -> Result<(), TxnError> {
-        let result = self.server_respond(now, id, response);
+        let result = self.server_respond(now, id, response, false);
+        self.purge_timers();
+        result
+    }
+
+    /// Like [`respond`](Self::respond), but a final response to a non-INVITE
+    /// request ends the transaction at once, as over a reliable transport:
+    /// no Completed state, no copy of the response, no Timer J. A
+    /// retransmission of the request then arrives as a new request, and the
+    /// TU answers it again: the stateless UAS of RFC 3261 §8.2.7. Only for
+    /// answers the TU can regenerate identically (same To tag, no
+    /// single-use state consumed). INVITE and provisional responses behave
+    /// as with `respond`.
+    pub fn respond_and_forget(
+        &mut self,
+        now: Time,
+        id: TxnId,
+        response: Response,
+    ) -> Result<(), TxnError> {
+        let result = self.server_respond(now, id, response, true);
         self.purge_timers();
         result
     }
@@ -352,7 +371,13 @@ impl TransactionLayer {
         }
     }
 
-    fn server_respond(&mut self, now: Time, id: TxnId, response: Response) -> Result<(), TxnError> {
+    fn server_respond(
+        &mut self,
+        now: Time,
+        id: TxnId,
+        response: Response,
+        forget: bool,
+    ) -> Result<(), TxnError> {
         let code = response.code;
         if !(100..=699).contains(&code) {
             return Err(TxnError::InvalidStatus(code));
@@ -391,7 +416,7 @@ impl TransactionLayer {
                 } else {
                     txn.state = ServerState::Completed;
                     txn.request = None;
-                    if reliable {
+                    if reliable || forget {
                         terminate = true;
                         keep = false;
                     } else {

@@ -568,3 +568,57 @@ fn random_input_sequences_keep_the_layer_consistent() {
         }
     }
 }
+
+#[test]
+fn respond_and_forget_ends_a_non_invite_transaction_at_its_final_response() {
+    let mut s = Solo::new();
+    let req = request("REGISTER", "z9hG4bKsl1", Udp);
+    s.request(0, req.clone(), udp(CLIENT));
+    let Some((_, Event::Request { id, .. })) = s.events.first() else {
+        panic!("no request event")
+    };
+    let first = *id;
+    s.layer
+        .respond_and_forget(5, first, response(&req, 200))
+        .unwrap();
+    s.drain();
+    assert_eq!(s.sent.len(), 1, "the final response goes out");
+    assert!(parse_response(&s.sent[0].1.bytes).code == 200);
+    assert_eq!(s.layer.counts(), (0, 0), "no transaction is left");
+    assert!(
+        s.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Terminated { id } if *id == first)),
+        "the TU hears that it ended"
+    );
+    assert_eq!(s.layer.poll_timeout(), None, "no Timer J");
+
+    // The retransmission is a new request for the TU, not re-sent by the layer.
+    s.events.clear();
+    s.request(500, req.clone(), udp(CLIENT));
+    assert_eq!(s.sent.len(), 1);
+    let Some((_, Event::Request { id: again, .. })) = s.events.first() else {
+        panic!(
+            "the retransmission did not reach the TU: {:?}",
+            names(&s.events)
+        )
+    };
+    assert_ne!(*again, first);
+
+    // Provisional responses and INVITEs keep their transaction as with `respond`.
+    let again = *again;
+    s.layer
+        .respond_and_forget(501, again, response(&req, 100))
+        .unwrap();
+    assert_eq!(s.layer.counts().0, 1);
+    let invite = request("INVITE", "z9hG4bKsl2", Udp);
+    s.request(600, invite.clone(), udp(CLIENT));
+    let Some((_, Event::Request { id: inv, .. })) = s.events.last() else {
+        panic!()
+    };
+    let inv = *inv;
+    s.layer
+        .respond_and_forget(601, inv, response(&invite, 486))
+        .unwrap();
+    assert_eq!(s.layer.counts().0, 2, "a rejected INVITE waits for its ACK");
+}
