@@ -167,3 +167,32 @@ impl NodeConfig {
             .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_reads_and_matches_the_defaults_it_names() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dots.example.toml");
+        let example = NodeConfig::from_file(&path).expect("docs/dots.example.toml reads");
+        let defaults = NodeConfig::default();
+        assert_eq!(example.registrar.stateless, defaults.registrar.stateless);
+        assert!(
+            example.registrar.stateless,
+            "stateless REGISTER answers by default"
+        );
+        assert_eq!(
+            example.registrar.max_contacts_per_aor,
+            defaults.registrar.max_contacts_per_aor
+        );
+    }
+
+    #[test]
+    fn stateless_register_can_be_turned_off() {
+        let config: NodeConfig = toml::from_str("[registrar]\nstateless = false\n").unwrap();
+        assert!(!config.registrar.stateless);
+        assert!(toml::from_str::<NodeConfig>("[registrar]\nstateles = false\n").is_err());
+    }
+}
