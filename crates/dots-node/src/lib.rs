@@ -24,6 +24,7 @@ pub mod provider;
 mod stun;
 mod tls;
 pub mod transport;
+pub mod udp;
 pub mod web;
 pub mod ws;
 

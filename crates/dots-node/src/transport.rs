@@ -13,7 +13,7 @@ use dots_sip::{
     parse_datagram, parse_stream, Message, ParseError, ParseErrorKind, Peer, TransportKind,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 /// What the sockets hand to the engine loop.
@@ -125,16 +125,15 @@ impl Connections {
 }
 
 /// Receive buffer asked for on the SIP UDP socket. A burst of datagrams that
-/// arrives while the receive thread is busy waits here instead of being dropped by
+/// arrives while the engine is busy waits here instead of being dropped by
 /// the kernel (Linux's default is 208 KiB; it grants up to `net.core.rmem_max`).
 pub const UDP_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Binds the SIP UDP socket, non-blocking, with a large receive buffer;
 /// returns it and the receive buffer size the kernel granted.
 ///
-/// The socket is left a plain one, registered with no runtime: the engine
-/// sends on it directly (a UDP send does not wait, it fails when the buffer
-/// is full) and [`spawn_udp_receiver`] receives on a copy of it.
+/// The engine loop both receives and sends on it, in batches (see
+/// [`crate::udp`]).
 pub fn bind_udp(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, usize)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -147,73 +146,28 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, usize
     Ok((socket.into(), granted))
 }
 
-/// Runs [`udp_receive_loop`] on a thread of its own, with a runtime of its
-/// own, until the engine's end of `inbound` closes.
-///
-/// Receiving and parsing are about a quarter of what a REGISTER costs.
-/// As tasks of the node's runtime they took turns with the engine instead of
-/// running beside it: a task woken by another runs next on the waker's
-/// worker, so under load the receive tasks and the engine shared one core
-/// between them (two workers at ~50 % each) while the socket overflowed.
-pub fn spawn_udp_receiver(
-    socket: std::net::UdpSocket,
-    inbound: mpsc::Sender<Inbound>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    std::thread::Builder::new()
-        .name("sip-udp-rx".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let socket = match UdpSocket::from_std(socket) {
-                    Ok(s) => Arc::new(s),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot receive on the SIP UDP socket");
-                        return;
-                    }
-                };
-                tokio::select! {
-                    _ = udp_receive_loop(socket, inbound.clone()) => {}
-                    _ = inbound.closed() => {}
-                }
-            })
-        })
-}
-
-/// Receives datagrams, parses them off the engine thread, and passes them
-/// on. STUN Binding requests on the SIP port (the UDP keep-alive of RFC
-/// 5626 §4.4.2) are answered here.
-pub async fn udp_receive_loop(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(v) => v,
-            Err(e) => {
-                // ICMP errors surface here on Linux; they do not end the loop.
-                tracing::debug!(error = %e, "UDP receive error");
-                continue;
-            }
-        };
-        let data = &buf[..n];
-        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            continue; // keep-alive
-        }
-        if dots_stun::looks_like_stun(data) {
-            if let Some(reply) = dots_stun::answer(data, from) {
-                let _ = socket.try_send_to(&reply, from);
-            }
-            continue;
-        }
-        let msg = parse_datagram(data);
-        if inbound
-            .send(Inbound::received(msg, Peer::new(TransportKind::Udp, from)))
-            .await
-            .is_err()
-        {
-            return;
-        }
+/// What a datagram received from `from` is for the engine: nothing for a
+/// keep-alive (CRLFs) or a STUN Binding request on the SIP port (the UDP
+/// keep-alive of RFC 5626 §4.4.2, answered here through `replies`), else
+/// the parsed message, requests already stamped.
+pub fn udp_inbound(
+    data: &[u8],
+    from: SocketAddr,
+    replies: &mut crate::udp::SendBatch,
+) -> Option<Inbound> {
+    if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return None;
     }
+    if dots_stun::looks_like_stun(data) {
+        if let Some(reply) = dots_stun::answer(data, from) {
+            replies.push(from, reply);
+        }
+        return None;
+    }
+    Some(Inbound::received(
+        parse_datagram(data),
+        Peer::new(TransportKind::Udp, from),
+    ))
 }
 
 /// Accepts TCP (or, with an acceptor, TLS) connections.
@@ -432,9 +386,10 @@ async fn run_stream<S>(
     tracing::debug!(%peer, "connection closed");
 }
 
-/// Sends one datagram or queues bytes on a stream connection.
+/// Queues one datagram on `udp` (sent at its next flush) or bytes on a
+/// stream connection.
 pub fn dispatch(
-    udp: &std::net::UdpSocket,
+    udp: &mut crate::udp::SendBatch,
     connections: &SharedConnections,
     inbound: &mpsc::Sender<Inbound>,
     dest: Peer,
@@ -442,10 +397,7 @@ pub fn dispatch(
 ) {
     match dest.transport {
         TransportKind::Udp => {
-            // Non-blocking: a full send buffer is an error here, not a wait.
-            if let Err(e) = udp.send_to(&bytes, dest.addr) {
-                tracing::debug!(%dest, error = %e, "UDP send failed");
-            }
+            udp.push(dest.addr, bytes);
         }
         TransportKind::Tcp | TransportKind::Tls | TransportKind::Ws | TransportKind::Wss => {
             let sender = connections
