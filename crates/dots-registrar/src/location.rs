@@ -200,7 +200,10 @@ impl Location {
     }
 
     fn insert_entry(&mut self, binding: Binding, updated: Millis) {
-        self.remove_entry(&binding.aor, &binding.contact_uri);
+        let binding = match self.replace_entry(binding, updated) {
+            Ok(()) => return,
+            Err(new) => new,
+        };
         let key = match self.aors.get_key_value(binding.aor.as_str()) {
             Some((k, _)) => k.clone(),
             None => {
@@ -220,6 +223,38 @@ impl Location {
         entries.reserve_exact(1);
         entries.push(Entry { binding, updated });
         self.contacts += 1;
+    }
+
+    /// Replaces, in place, the entry with `binding`'s key if there is one
+    /// (a refresh: the common case), moving its expiry in the index;
+    /// returns whether it did. Removing and pushing again would free and
+    /// allocate the AOR's vector each time. Hands the binding back when
+    /// there is no such entry.
+    fn replace_entry(&mut self, binding: Binding, updated: Millis) -> Result<(), Binding> {
+        let Some((key, entries)) = self.aors.get_key_value(binding.aor.as_str()) else {
+            return Err(binding);
+        };
+        let Some(pos) = entries
+            .iter()
+            .position(|e| e.binding.contact_uri == binding.contact_uri)
+        else {
+            return Err(binding);
+        };
+        let key = key.clone();
+        let entry = &mut self.aors.get_mut(&key).expect("found above")[pos];
+        let (was, now_at) = (entry.binding.expires_at, binding.expires_at);
+        *entry = Entry { binding, updated };
+        if was != now_at {
+            let slot = (was, key.clone());
+            if let Some(n) = self.expiry.get_mut(&slot) {
+                *n -= 1;
+                if *n == 0 {
+                    self.expiry.remove(&slot);
+                }
+            }
+            *self.expiry.entry((now_at, key)).or_insert(0) += 1;
+        }
+        Ok(())
     }
 
     fn remove_entry(&mut self, aor: &str, contact_uri: &str) -> Option<Binding> {

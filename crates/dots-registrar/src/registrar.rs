@@ -56,7 +56,75 @@ struct NewContact {
 /// request is accepted, so that a refused REGISTER changes nothing.
 enum Op {
     Remove(String),
-    Upsert(Box<Binding>),
+    /// The request's contact at this index, as a new or refreshed binding.
+    Upsert(usize),
+}
+
+/// A binding of the AOR as it would be after the REGISTER, for matching the
+/// request's contacts against: a view of a current binding or of one of
+/// the request's contacts.
+struct Slot<'a> {
+    contact_uri: &'a str,
+    instance: Option<&'a str>,
+    reg_id: Option<u32>,
+    call_id: &'a str,
+    cseq: u32,
+    /// The contact's parsed URI when the slot is a new contact.
+    parsed: Option<&'a Uri>,
+    /// A current binding's URI, parsed only when a contact's URI text
+    /// differs from it (equal text is an equivalent URI). The location does
+    /// not keep parsed URIs (memory per binding); a restored URI that does
+    /// not parse matches nothing.
+    lazy: std::cell::OnceCell<Option<Uri>>,
+}
+
+impl<'a> Slot<'a> {
+    fn current(b: &'a Binding) -> Self {
+        Slot {
+            contact_uri: &b.contact_uri,
+            instance: b.instance.as_deref(),
+            reg_id: b.reg_id,
+            call_id: &b.call_id,
+            cseq: b.cseq,
+            parsed: None,
+            lazy: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn new(c: &'a NewContact, call_id: &'a str, cseq: u32) -> Self {
+        Slot {
+            contact_uri: &c.contact_uri,
+            instance: c.instance.as_deref(),
+            reg_id: c.reg_id,
+            call_id,
+            cseq,
+            parsed: Some(&c.uri),
+            lazy: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn uri(&self) -> Option<&Uri> {
+        self.parsed.or_else(|| {
+            self.lazy
+                .get_or_init(|| Uri::parse(self.contact_uri).ok())
+                .as_ref()
+        })
+    }
+
+    /// By `+sip.instance` and `reg-id` (RFC 5626) when the contact has an
+    /// instance, else by URI equivalence (RFC 3261 §19.1.4).
+    fn matches(&self, c: &NewContact) -> bool {
+        match &c.instance {
+            Some(inst) => {
+                self.instance.is_some_and(|i| i.eq_ignore_ascii_case(inst))
+                    && self.reg_id == c.reg_id
+            }
+            None => {
+                self.contact_uri == c.contact_uri
+                    || self.uri().is_some_and(|u| u.equivalent(&c.uri))
+            }
+        }
+    }
 }
 
 impl Registrar {
@@ -144,114 +212,111 @@ impl Registrar {
         // Only live bindings take part in matching and in the answer.
         self.location.expire_aor(aor, now);
 
-        let ops = if values.iter().any(|v| matches!(v, ContactValue::Star)) {
+        if values.iter().any(|v| matches!(v, ContactValue::Star)) {
             if values.len() != 1 || header_expires != Some(0) {
                 return Err(bad(
                     "Invalid Contact: * needs Expires: 0 and no other contact",
                 ));
             }
-            self.location
-                .entries(aor)
-                .iter()
-                .filter(|e| !(e.binding.call_id == call_id && e.binding.cseq >= cseq))
-                .map(|e| Op::Remove(e.binding.contact_uri.clone()))
-                .collect()
-        } else {
-            let mut contacts = Vec::with_capacity(values.len());
-            for v in values {
-                if let ContactValue::Addr(addr) = v {
-                    contacts.push(self.validate_contact(addr, header_expires, request)?);
-                }
-            }
-            let binding_of = |c: NewContact| Binding {
-                aor: aor.to_string(),
-                contact: c.contact,
-                contact_uri: c.contact_uri,
-                q: c.q,
-                expires_at: now.saturating_add(u64::from(c.expires) * 1000),
-                call_id: call_id.clone(),
-                cseq,
-                source: Some(source),
-                path: path.clone(),
-                user_agent: request
-                    .headers
-                    .get(HeaderName::UserAgent)
-                    .map(str::to_string),
-                instance: c.instance,
-                reg_id: c.reg_id,
-            };
-            // Work on a copy of the AOR's bindings so that the limit check sees
-            // the outcome before anything is applied. The location does not
-            // keep parsed URIs (memory per binding): parse them here. A
-            // restored URI that does not parse matches nothing.
-            let mut work: Vec<(Binding, Option<Uri>)> = self
+            let gone: Vec<String> = self
                 .location
                 .entries(aor)
                 .iter()
-                .map(|e| {
-                    let uri = Uri::parse(&e.binding.contact_uri).ok();
-                    (e.binding.clone(), uri)
-                })
+                .filter(|e| !(e.binding.call_id == call_id && e.binding.cseq >= cseq))
+                .map(|e| e.binding.contact_uri.clone())
                 .collect();
-            let before = work.len();
-            let mut ops = Vec::new();
-            for c in contacts {
-                let found = work.iter().position(|(b, uri)| match &c.instance {
-                    Some(inst) => {
-                        b.instance
-                            .as_deref()
-                            .is_some_and(|i| i.eq_ignore_ascii_case(inst))
-                            && b.reg_id == c.reg_id
-                    }
-                    None => uri.as_ref().is_some_and(|u| u.equivalent(&c.uri)),
-                });
-                if let Some(i) = found {
-                    let old = &work[i].0;
-                    if old.call_id == call_id && old.cseq >= cseq {
-                        continue;
-                    }
-                }
-                if c.expires == 0 {
-                    if let Some(i) = found {
-                        ops.push(Op::Remove(work.remove(i).0.contact_uri));
-                    }
+            for contact_uri in gone {
+                self.location.remove(aor, &contact_uri);
+            }
+            return Ok(self.ok_response(now, request, aor, &path));
+        }
+
+        let mut contacts = Vec::with_capacity(values.len());
+        for v in values {
+            if let ContactValue::Addr(addr) = v {
+                contacts.push(Some(self.validate_contact(
+                    addr,
+                    header_expires,
+                    request,
+                )?));
+            }
+        }
+        // The AOR's bindings as they would be after the request, so that
+        // the limit check sees the outcome before anything is applied:
+        // borrowed views, not copies, of the current bindings and of the
+        // request's contacts.
+        let mut work: Vec<Slot> = self
+            .location
+            .entries(aor)
+            .iter()
+            .map(|e| Slot::current(&e.binding))
+            .collect();
+        let before = work.len();
+        let mut ops = Vec::new();
+        for (k, c) in contacts.iter().enumerate() {
+            let c = c
+                .as_ref()
+                .expect("each contact is taken only after planning");
+            let found = work.iter().position(|s| s.matches(c));
+            if let Some(i) = found {
+                let old = &work[i];
+                if old.call_id == call_id && old.cseq >= cseq {
                     continue;
                 }
-                let uri = c.uri.clone();
-                let binding = binding_of(c);
-                match found {
-                    Some(i) => {
-                        if work[i].0.contact_uri != binding.contact_uri {
-                            ops.push(Op::Remove(work[i].0.contact_uri.clone()));
-                        }
-                        work[i] = (binding.clone(), Some(uri));
-                    }
-                    None => {
-                        // The same URI text under another instance would share
-                        // the storage key: the newer registration replaces it.
-                        if let Some(j) = work
-                            .iter()
-                            .position(|(b, _)| b.contact_uri == binding.contact_uri)
-                        {
-                            work.remove(j);
-                        }
-                        work.push((binding.clone(), Some(uri)));
-                    }
+            }
+            if c.expires == 0 {
+                if let Some(i) = found {
+                    ops.push(Op::Remove(work.remove(i).contact_uri.to_string()));
                 }
-                ops.push(Op::Upsert(Box::new(binding)));
+                continue;
             }
-            if work.len() > self.config.max_contacts_per_aor && work.len() > before {
-                return Err(request.make_response(503, Some("Too Many Registered Contacts")));
+            let slot = Slot::new(c, &call_id, cseq);
+            match found {
+                Some(i) => {
+                    if work[i].contact_uri != c.contact_uri {
+                        ops.push(Op::Remove(work[i].contact_uri.to_string()));
+                    }
+                    work[i] = slot;
+                }
+                None => {
+                    // The same URI text under another instance would share
+                    // the storage key: the newer registration replaces it.
+                    if let Some(j) = work.iter().position(|s| s.contact_uri == c.contact_uri) {
+                        work.remove(j);
+                    }
+                    work.push(slot);
+                }
             }
-            ops
-        };
-
+            ops.push(Op::Upsert(k));
+        }
+        if work.len() > self.config.max_contacts_per_aor && work.len() > before {
+            return Err(request.make_response(503, Some("Too Many Registered Contacts")));
+        }
+        drop(work);
+        let user_agent = request.headers.get(HeaderName::UserAgent);
         for op in ops {
             match op {
                 Op::Remove(contact_uri) => {
                     self.location.remove(aor, &contact_uri);
                 }
-                Op::Upsert(binding) => self.location.upsert(*binding, now),
+                Op::Upsert(k) => {
+                    let c = contacts[k].take().expect("a contact is upserted once");
+                    let binding = Binding {
+                        aor: aor.to_string(),
+                        contact: c.contact,
+                        contact_uri: c.contact_uri,
+                        q: c.q,
+                        expires_at: now.saturating_add(u64::from(c.expires) * 1000),
+                        call_id: call_id.clone(),
+                        cseq,
+                        source: Some(source),
+                        path: path.clone(),
+                        user_agent: user_agent.map(str::to_string),
+                        instance: c.instance,
+                        reg_id: c.reg_id,
+                    };
+                    self.location.upsert(binding, now);
+                }
             }
         }
         Ok(self.ok_response(now, request, aor, &path))
