@@ -200,9 +200,8 @@ impl Location {
     }
 
     fn insert_entry(&mut self, binding: Binding, updated: Millis) {
-        let binding = match self.replace_entry(binding, updated) {
-            Ok(()) => return,
-            Err(new) => new,
+        let Some(binding) = self.replace_entry(binding, updated) else {
+            return;
         };
         let key = match self.aors.get_key_value(binding.aor.as_str()) {
             Some((k, _)) => k.clone(),
@@ -230,15 +229,15 @@ impl Location {
     /// returns whether it did. Removing and pushing again would free and
     /// allocate the AOR's vector each time. Hands the binding back when
     /// there is no such entry.
-    fn replace_entry(&mut self, binding: Binding, updated: Millis) -> Result<(), Binding> {
+    fn replace_entry(&mut self, binding: Binding, updated: Millis) -> Option<Binding> {
         let Some((key, entries)) = self.aors.get_key_value(binding.aor.as_str()) else {
-            return Err(binding);
+            return Some(binding);
         };
         let Some(pos) = entries
             .iter()
             .position(|e| e.binding.contact_uri == binding.contact_uri)
         else {
-            return Err(binding);
+            return Some(binding);
         };
         let key = key.clone();
         let entry = &mut self.aors.get_mut(&key).expect("found above")[pos];
@@ -254,7 +253,7 @@ impl Location {
             }
             *self.expiry.entry((now_at, key)).or_insert(0) += 1;
         }
-        Ok(())
+        None
     }
 
     fn remove_entry(&mut self, aor: &str, contact_uri: &str) -> Option<Binding> {
