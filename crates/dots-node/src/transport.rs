@@ -1,4 +1,5 @@
-//! Sockets: the UDP receive loop, TCP/TLS connections, and the connection
+//! Sockets: the SIP UDP socket and what a datagram is for the engine (the
+//! batched I/O itself is in [`crate::udp`]), TCP/TLS connections, and the connection
 //! table that lets the engine answer or call back over the connection a
 //! client opened (RFC 3261 §18.2.2, connection reuse). WebSocket
 //! connections (see [`crate::ws`]) are in the same table.

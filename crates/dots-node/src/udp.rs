@@ -109,6 +109,8 @@ impl SendBatch {
     pub fn flush(&mut self, fd: RawFd) {
         match self.queued.len() {
             0 => return,
+            // The usual case at low load: a plain sendto, without building
+            // the kernel's headers for a batch of one.
             1 => {
                 let (dest, bytes) = &self.queued[0];
                 if let Err(e) = sendto(

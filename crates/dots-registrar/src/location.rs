@@ -211,10 +211,7 @@ impl Location {
                 k
             }
         };
-        *self
-            .expiry
-            .entry((binding.expires_at, key.clone()))
-            .or_insert(0) += 1;
+        self.count_expiry(binding.expires_at, key.clone());
         let entries = self.aors.get_mut(&key).expect("inserted above");
         if entries.is_empty() {
             self.bound_aors += 1;
@@ -225,10 +222,9 @@ impl Location {
     }
 
     /// Replaces, in place, the entry with `binding`'s key if there is one
-    /// (a refresh: the common case), moving its expiry in the index;
-    /// returns whether it did. Removing and pushing again would free and
-    /// allocate the AOR's vector each time. Hands the binding back when
-    /// there is no such entry.
+    /// (a refresh: the common case), moving its expiry in the index.
+    /// Removing and pushing again would free and allocate the AOR's vector
+    /// each time. Hands the binding back when there is no such entry.
     fn replace_entry(&mut self, binding: Binding, updated: Millis) -> Option<Binding> {
         let Some((key, entries)) = self.aors.get_key_value(binding.aor.as_str()) else {
             return Some(binding);
@@ -244,16 +240,26 @@ impl Location {
         let (was, now_at) = (entry.binding.expires_at, binding.expires_at);
         *entry = Entry { binding, updated };
         if was != now_at {
-            let slot = (was, key.clone());
-            if let Some(n) = self.expiry.get_mut(&slot) {
-                *n -= 1;
-                if *n == 0 {
-                    self.expiry.remove(&slot);
-                }
-            }
-            *self.expiry.entry((now_at, key)).or_insert(0) += 1;
+            self.uncount_expiry(was, key.clone());
+            self.count_expiry(now_at, key);
         }
         None
+    }
+
+    /// One more binding of `aor` expiring at `at` in the expiry index.
+    fn count_expiry(&mut self, at: Millis, aor: Arc<str>) {
+        *self.expiry.entry((at, aor)).or_insert(0) += 1;
+    }
+
+    /// One binding of `aor` expiring at `at` fewer; the key goes at zero.
+    fn uncount_expiry(&mut self, at: Millis, aor: Arc<str>) {
+        let slot = (at, aor);
+        if let Some(n) = self.expiry.get_mut(&slot) {
+            *n -= 1;
+            if *n == 0 {
+                self.expiry.remove(&slot);
+            }
+        }
     }
 
     fn remove_entry(&mut self, aor: &str, contact_uri: &str) -> Option<Binding> {
@@ -268,13 +274,7 @@ impl Location {
         if entries.is_empty() {
             self.bound_aors -= 1;
         }
-        let slot = (entry.binding.expires_at, key);
-        if let Some(n) = self.expiry.get_mut(&slot) {
-            *n -= 1;
-            if *n == 0 {
-                self.expiry.remove(&slot);
-            }
-        }
+        self.uncount_expiry(entry.binding.expires_at, key);
         self.contacts -= 1;
         Some(entry.binding)
     }
